@@ -1,0 +1,41 @@
+"""Shared pytest fixtures.
+
+The official-architecture fixtures live in ``../shared/fixtures/official`` beside the
+checkout (CI lays a copy of ``shared/`` there). ``CGMBENCH_SHARED_DIR`` overrides it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_dir() -> Path:
+    env = os.environ.get("CGMBENCH_SHARED_DIR")
+    return Path(env) if env else REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def official_dir() -> Path:
+    """Folder with the official-architecture manifests and numeric fixtures."""
+    path = shared_dir() / "fixtures" / "official"
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"official fixtures not found at {path}; set CGMBENCH_SHARED_DIR to the shared/ folder"
+        )
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own CGMBENCH_HOME so nothing touches the user's cache or network."""
+    home = tmp_path_factory.mktemp("cgmbench_home")
+    monkeypatch.setenv("CGMBENCH_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    yield home
