@@ -1,0 +1,190 @@
+"""The ``cgmbench`` command line.
+
+Every user error ends as one line ``cgmbench: error: ...`` on stderr and exit status 2.
+Option names avoid prefixes of torchrun's own options (``--n``, ``--no…``, ``--nproc…``), so
+``torchrun … -m cgmbench run …`` works unchanged; abbreviations are disabled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__
+from .errors import CgmbenchError
+
+DEMO_TASK = "shapes-t2i"
+DEMO_MODELS = ("oracle", "noise")
+DEMO_N = 256
+
+
+def _parse_knob(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or value == "":
+        raise CgmbenchError(f"--knob {text!r} is not NAME=VALUE", "e.g. --knob steps=50")
+    return name.strip(), value.strip()
+
+
+def _knobs(args) -> dict:
+    knobs = dict(_parse_knob(k) for k in (args.knob or []))
+    if args.guidance is not None:
+        if "guidance_scale" in knobs:
+            raise CgmbenchError("give the guidance scale once: --guidance or --knob guidance_scale=…")
+        knobs["guidance_scale"] = args.guidance
+    return knobs
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    if name in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CgmbenchError(f"--device {name}: CUDA is not available on this machine", "use --device cpu")
+    return name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cgmbench", allow_abbrev=False,
+                                description="Benchmark conditional generative models: sample, score, record.")
+    p.add_argument("--version", action="version", version=f"cgmbench {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    r = sub.add_parser("run", allow_abbrev=False, help="sample a task with a model, score it, write run.json",
+                       description="Sample TASK with MODEL, store the samples in shards, score them and write "
+                                   "OUT/run.json. Without --out runs go to $CGMBENCH_RUNS (default ./cgmbench-runs)"
+                                   "/<task>/<model>-<knobs>-n<N>-s<seed>/.")
+    r.add_argument("--task", required=True, help="task name (cgmbench list tasks) or path to a task .toml")
+    r.add_argument("--model", required=True,
+                   help="model name (cgmbench list models); NAME:CHECKPOINT picks a named checkpoint")
+    r.add_argument("--checkpoint", help="a checkpoint file to load instead of the task's default")
+    r.add_argument("--num-samples", type=int, help="number of samples N (default: the task's)")
+    r.add_argument("--seed", type=int, default=0, help="run seed; sample i uses a seed derived from (seed, task, i)")
+    r.add_argument("--batch-size", type=int, default=64, help="samples per generate() call (does not change samples)")
+    r.add_argument("--out", help="output folder (must be new or empty, unless --resume)")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    r.add_argument("--knob", action="append", metavar="NAME=VALUE", help="set a model knob (repeatable)")
+    r.add_argument("--guidance", help="guidance scale w: pred = uncond + w*(cond - uncond); same as "
+                                      "--knob guidance_scale=W")
+    r.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, … (default: cuda if available)")
+    r.add_argument("--json", action="store_true", help="print the whole run record as JSON")
+
+    ls = sub.add_parser("list", help="list tasks or models")
+    ls.add_argument("what", choices=["tasks", "models"])
+
+    info = sub.add_parser("info", help="describe a task or a model")
+    info.add_argument("name", help="a task or model name")
+
+    demo = sub.add_parser("demo", allow_abbrev=False,
+                          help=f"the offline default benchmark: {', '.join(DEMO_MODELS)} on {DEMO_TASK}",
+                          description=f"Run {', '.join(DEMO_MODELS)} on {DEMO_TASK} (N={DEMO_N}) and print "
+                                      "the result table.")
+    demo.add_argument("--out", default=None, help="folder for the runs (default: $CGMBENCH_RUNS)")
+    return p
+
+
+def cmd_run(args) -> int:
+    from .runner import RunConfig, run
+    from .scoring import summary_value
+
+    cfg = RunConfig(task=args.task, model=args.model, num_samples=args.num_samples, seed=args.seed,
+                    batch_size=args.batch_size, out=args.out, resume=args.resume, knobs=_knobs(args),
+                    checkpoint=args.checkpoint, device=_device(args.device))
+    record = run(cfg, log=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    print(f"task {record['task']['name']}  model {record['model']['spec']}  n {record['n']}  seed {record['seed']}")
+    for name, m in record["metrics"].items():
+        v = summary_value(m)
+        ci = (m.get("overall") or m).get("ci95")
+        ci_text = f"  95% CI [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+        print(f"  {name}: {v:.4f}{ci_text}" if v is not None else f"  {name}: {m}")
+    if record.get("metrics_pending"):
+        print(f"  not computed by this version: {', '.join(record['metrics_pending'])}")
+    print(f"samples_sha256 {record['samples_sha256']}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    if args.what == "tasks":
+        from .tasks import list_tasks, load_task
+
+        for name in list_tasks():
+            t = load_task(name)
+            print(f"{name:22s} {t.kind:22s} {t.description}")
+    else:
+        from .registry import list_models, model_class
+
+        for name in list_models():
+            cls = model_class(name)
+            print(f"{name:12s} accepts {', '.join(sorted(cls.condition_kinds)):55s} {cls.description}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .registry import list_models, model_class
+    from .tasks import list_tasks, load_task
+
+    if args.name in list_tasks() or args.name.endswith(".toml"):
+        print(json.dumps(load_task(args.name).describe(), indent=2))
+        return 0
+    if args.name in list_models():
+        cls = model_class(args.name)
+        print(json.dumps({
+            "name": args.name, "description": cls.description, "condition_kinds": sorted(cls.condition_kinds),
+            "knobs": [k.to_dict() for k in cls.knobs], "checkpoints": cls.variants(),
+            "class": f"{cls.__module__}.{cls.__qualname__}"}, indent=2))
+        return 0
+    raise CgmbenchError(f"{args.name!r} is neither a task nor a model",
+                        "see cgmbench list tasks / cgmbench list models")
+
+
+def cmd_demo(args) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .paths import runs_dir
+    from .runner import RunConfig, run
+    from .scoring import summary_value
+
+    root = Path(args.out) if args.out else runs_dir() / "demo"
+    rows = []
+    for model in DEMO_MODELS:
+        out = root / f"{DEMO_TASK}-{model}-n{DEMO_N}"
+        rec = run(RunConfig(task=DEMO_TASK, model=model, num_samples=DEMO_N, out=str(out), resume=True),
+                  log=lambda m: None)
+        judge = rec["metrics"]["judge"]
+        row = {"model": model, "n": rec["n"], "judge.overall": summary_value(judge),
+               "ci95": "[{:.3f}, {:.3f}]".format(*judge["overall"]["ci95"])}
+        for attr, v in judge["attributes"].items():
+            row[attr] = v["value"]
+        row["sampling_s"] = rec["timings"]["sampling_s"]
+        rows.append(row)
+    table = pd.DataFrame(rows).sort_values("judge.overall", ascending=False)
+    print(f"task {DEMO_TASK}: exact judge scores (higher is better); runs in {root}")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "info": cmd_info, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CgmbenchError as e:
+        print(f"cgmbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cgmbench: interrupted; the samples so far are kept, continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

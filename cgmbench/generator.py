@@ -1,0 +1,165 @@
+"""The generator contract every model implements (ours and third-party ones alike).
+
+A generator declares
+
+* ``condition_kinds``: the condition kinds it accepts (:data:`cgmbench.conditions.CONDITION_KINDS`);
+* ``resolution`` ``(H, W)`` and, for video, ``frames``;
+* ``knobs``: its sampling settings (:class:`Knob`: name, default, valid range, meaning), e.g.
+  ``guidance_scale`` (the suite's convention, :mod:`cgmbench.guidance`), ``steps``,
+  ``truncation``, ``temperature``;
+* ``checkpoint``: where its weights came from (:class:`CheckpointInfo`), or ``None``;
+
+and implements ``generate(conditions, seeds, **knobs)``, which returns uint8 images
+``[B, 3, H, W]`` (videos ``[B, T, 3, H, W]``). ``seeds[i]`` is the only source of randomness of
+sample ``i`` (see :mod:`cgmbench.seeding`): draw it from ``torch_generator(seeds[i])`` so the
+output does not depend on how samples are batched.
+
+Models are found through the ``cgmbench.models`` entry-point group (:mod:`cgmbench.registry`);
+an entry point names a :class:`Generator` subclass, whose :meth:`Generator.load` builds the
+model for a task, a checkpoint variant (``--model NAME:VARIANT``) or a file (``--checkpoint``).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+from .conditions import Conditions
+from .errors import CgmbenchError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .tasks import TaskSpec
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A sampling setting: ``kind`` is 'float', 'int' or 'choice'; bounds are inclusive."""
+
+    name: str
+    default: Any
+    meaning: str
+    kind: str = "float"
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple = ()
+
+    def parse(self, value: Any) -> Any:
+        """Convert ``value`` (a string from the command line, or a number) and check its range."""
+        try:
+            if self.kind == "float":
+                v = float(value)
+                if not math.isfinite(v):
+                    raise ValueError
+            elif self.kind == "int":
+                v = int(value) if not isinstance(value, str) else int(value, 10)
+                if isinstance(value, float) and value != int(value):
+                    raise ValueError
+            else:
+                v = value
+        except (TypeError, ValueError):
+            raise CgmbenchError(f"knob {self.name}={value!r} is not a valid {self.kind}",
+                                f"{self.name}: {self.describe_range()}") from None
+        if self.kind == "choice" and v not in self.choices:
+            raise CgmbenchError(f"knob {self.name}={value!r} is not one of {list(self.choices)}")
+        if self.minimum is not None and v < self.minimum or self.maximum is not None and v > self.maximum:
+            raise CgmbenchError(f"knob {self.name}={v} is out of range", f"valid range: {self.describe_range()}")
+        return v
+
+    def describe_range(self) -> str:
+        if self.kind == "choice":
+            return "one of " + ", ".join(map(str, self.choices))
+        lo = "-inf" if self.minimum is None else f"{self.minimum:g}"
+        hi = "inf" if self.maximum is None else f"{self.maximum:g}"
+        return f"{self.kind} in [{lo}, {hi}]"
+
+    def to_dict(self) -> dict:
+        d = {"name": self.name, "default": self.default, "kind": self.kind, "meaning": self.meaning,
+             "range": self.describe_range()}
+        return d
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Where a generator's weights came from; ``sha256`` of the file (or of the shipped tensors)."""
+
+    name: str
+    sha256: str | None = None
+    path: str | None = None
+    source: str | None = None  # URL, hub id, or 'shipped'
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {"name": self.name, "sha256": self.sha256, "path": self.path, "source": self.source}
+        d.update(self.extra)
+        return d
+
+
+class Generator(ABC):
+    """Base class of every conditional generator (see the module docstring)."""
+
+    #: registry name (set by the entry point's name when loaded through the registry)
+    name: str = "generator"
+    condition_kinds: frozenset[str] = frozenset()
+    knobs: tuple[Knob, ...] = ()
+    #: True for models without trained weights of their own (oracle, noise)
+    reference: bool = False
+    description: str = ""
+
+    def __init__(self, resolution: tuple[int, int], frames: int | None = None,
+                 checkpoint: CheckpointInfo | None = None, device: str = "cpu"):
+        self.resolution = (int(resolution[0]), int(resolution[1]))
+        self.frames = frames
+        self.checkpoint = checkpoint
+        self.device = device
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def load(cls, task: "TaskSpec", variant: str | None = None, checkpoint: str | None = None,
+             device: str = "cpu") -> "Generator":
+        """Build the model for ``task``: the task's default checkpoint, ``variant``, or a file."""
+
+    @classmethod
+    def variants(cls) -> dict[str, str]:
+        """Named checkpoints this model knows (``--model NAME:VARIANT``), name -> description."""
+        return {}
+
+    # -- sampling -----------------------------------------------------------------------
+
+    @abstractmethod
+    def generate(self, conditions: Conditions, seeds: Sequence[int], **knobs) -> torch.Tensor:
+        """uint8 ``[B, 3, H, W]`` (or ``[B, T, 3, H, W]``) samples, sample ``i`` from ``seeds[i]`` alone."""
+
+    # -- knobs --------------------------------------------------------------------------
+
+    def resolve_knobs(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid with ``given``, each validated; unknown names are an error."""
+        known = {k.name: k for k in self.knobs}
+        for name in given:
+            if name not in known:
+                valid = ", ".join(sorted(known)) or "none"
+                raise CgmbenchError(f"model {self.name!r} has no knob {name!r}", f"its knobs: {valid}")
+        return {name: knob.parse(given.get(name, knob.default)) for name, knob in known.items()}
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "condition_kinds": sorted(self.condition_kinds),
+            "knobs": [k.to_dict() for k in self.knobs],
+            "resolution": list(self.resolution),
+            "frames": self.frames,
+            "checkpoint": self.checkpoint.to_dict() if self.checkpoint else None,
+        }
+
+
+def to_uint8(x: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
+    """Map float samples in ``value_range`` to uint8 with rounding (not truncation) and clamping."""
+    lo, hi = value_range
+    y = (x.detach().float() - lo) * (255.0 / (hi - lo))
+    return y.round().clamp_(0, 255).to(torch.uint8)

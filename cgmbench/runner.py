@@ -1,0 +1,172 @@
+"""``cgmbench run``: sample a task with a model, store the samples, score them, write the record.
+
+The flow is one way: task spec -> conditions -> generator -> samples -> metrics -> ``run.json``.
+
+Resuming: the sample index is saved after every batch; ``--resume`` generates only the missing
+indices (sample ``i`` depends only on ``(seed, task, i)``), so a run killed at any point ends with
+exactly the samples and record of an uninterrupted run. An output folder that holds another run
+is never touched; a complete record is only rewritten by ``--resume`` of the same run.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import CgmbenchError
+from .paths import runs_dir
+from .records import SCHEMA, environment, finalize, load_record, write_record
+from .registry import load_model
+from .samples import FORMAT as SAMPLES_FORMAT
+from .samples import SampleStore
+from .scoring import compute_metrics
+from .seeding import sample_seeds
+from .sources import open_source
+from .tasks import load_task
+
+
+@dataclass
+class RunConfig:
+    task: str
+    model: str
+    num_samples: int | None = None
+    seed: int = 0
+    batch_size: int = 64
+    out: str | None = None
+    resume: bool = False
+    knobs: dict = field(default_factory=dict)
+    checkpoint: str | None = None
+    device: str = "cpu"
+    progress: bool = True
+
+
+def default_out(task: str, model: str, knobs: dict, n: int, seed: int) -> Path:
+    knob_part = "-".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in sorted(knobs.items()))
+    slug = re.sub(r"[^A-Za-z0-9._=-]+", "_", "-".join(p for p in (model, knob_part, f"n{n}", f"s{seed}") if p))
+    return runs_dir() / task / slug
+
+
+def _utc() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run(cfg: RunConfig, log=print) -> dict:
+    """Run one configuration; returns the record (also written to ``OUT/run.json``)."""
+    t0 = time.perf_counter()
+    started = _utc()
+    task = load_task(cfg.task)
+    n = cfg.num_samples if cfg.num_samples is not None else task.num_samples
+    if n < 1:
+        raise CgmbenchError(f"--num-samples must be >= 1, got {n}")
+    if cfg.batch_size < 1:
+        raise CgmbenchError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    model = load_model(cfg.model, task, checkpoint=cfg.checkpoint, device=cfg.device)
+    knobs = model.resolve_knobs(cfg.knobs)
+    ckpt = model.checkpoint.to_dict() if model.checkpoint else None
+    sample_shape = task.sample_shape()
+    config = {
+        "task": task.name, "task_spec_sha256": task.sha256, "model": cfg.model,
+        "checkpoint_sha256": ckpt.get("sha256") if ckpt else None, "knobs": knobs, "n": n, "seed": cfg.seed,
+        "sample_shape": list(sample_shape),
+    }
+    out = Path(cfg.out) if cfg.out else default_out(task.name, cfg.model, knobs, n, cfg.seed)
+    store = _open_store(out, config, cfg.resume, sample_shape)
+    record_path = out / "run.json"
+    if record_path.is_file():  # only reachable with --resume of the same run
+        record = load_record(record_path)
+        log(f"{out}: run already complete")
+        return record
+
+    # -- sampling ---------------------------------------------------------------------
+    source = open_source(task, "conditions")
+    missing = store.missing(n)
+    t_sample = time.perf_counter()
+    if missing:
+        _sample(model, task, source, store, missing, cfg, knobs, sample_shape, n)
+    sampling_s = time.perf_counter() - t_sample
+
+    # -- metrics ----------------------------------------------------------------------
+    t_metrics = time.perf_counter()
+    metrics, pending = compute_metrics(task, source, store, n)
+    metrics_s = time.perf_counter() - t_metrics
+
+    record = {
+        "schema": SCHEMA,
+        "task": {"name": task.name, "kind": task.kind, "spec_sha256": task.sha256},
+        "model": {"name": model.name, "spec": cfg.model, "checkpoint": ckpt, "knobs": knobs,
+                  "reference_model": bool(model.reference)},
+        "n": n,
+        "seed": cfg.seed,
+        "samples": {"dir": "samples", "format": SAMPLES_FORMAT, "sample_shape": list(sample_shape),
+                    "seeding": "sample i uses cgmbench.seeding.sample_seed(seed, task, i)"},
+        "samples_sha256": store.digest(n),
+        "metrics": metrics,
+        "metrics_pending": pending,
+        "environment": environment(cfg.device),
+        "timings": {"started_at": started, "finished_at": _utc(), "sampling_s": round(sampling_s, 3),
+                    "metrics_s": round(metrics_s, 3), "total_s": round(time.perf_counter() - t0, 3),
+                    "samples_this_session": len(missing), "batch_size": cfg.batch_size},
+    }
+    finalize(record)
+    write_record(record_path, record)
+    return record
+
+
+def _open_store(out: Path, config: dict, resume: bool, sample_shape) -> SampleStore:
+    root = out / "samples"
+    if (out / "run.json").is_file() or SampleStore.exists(root):
+        if not resume:
+            state = "a complete run" if (out / "run.json").is_file() else "an interrupted run"
+            raise CgmbenchError(f"output folder {out} already holds {state}",
+                                "continue it with --resume, or choose another --out")
+        if not SampleStore.exists(root):
+            raise CgmbenchError(f"output folder {out} has a run.json but no samples/index.json",
+                                "choose another --out")
+        store = SampleStore.open(root)
+        if store.config != config:
+            diff = sorted(k for k in set(config) | set(store.config) if config.get(k) != store.config.get(k))
+            raise CgmbenchError(f"output folder {out} holds a different run (differs in: {', '.join(diff)})",
+                                "--resume continues only the same task, model, knobs, N and seed; "
+                                "choose another --out")
+        return store
+    if out.exists() and any(out.iterdir()):
+        raise CgmbenchError(f"output folder {out} is not empty and holds no cgmbench run",
+                            "choose an empty or new --out")
+    return SampleStore.create(root, config, sample_shape)
+
+
+def _sample(model, task, source, store, missing, cfg, knobs, sample_shape, n):
+    from tqdm import tqdm
+
+    # contiguous runs of missing indices, cut into batches
+    batches, run_start = [], missing[0]
+    prev = run_start
+    for i in missing[1:] + [None]:
+        if i is None or i != prev + 1:
+            for s in range(run_start, prev + 1, cfg.batch_size):
+                batches.append((s, min(s + cfg.batch_size, prev + 1)))
+            run_start = i
+        prev = i if i is not None else prev
+    bar = tqdm(total=n, initial=n - len(missing), desc=f"{task.name}/{cfg.model}", unit="sample",
+               disable=not cfg.progress or not sys.stderr.isatty(), file=sys.stderr)
+    with torch.inference_mode():
+        for start, stop in batches:
+            indices = list(range(start, stop))
+            conditions = source.conditions(indices)
+            seeds = sample_seeds(cfg.seed, task.name, indices)
+            samples = model.generate(conditions, seeds, **knobs)
+            if not isinstance(samples, torch.Tensor):
+                raise CgmbenchError(f"model {model.name!r} returned {type(samples).__name__}, not a torch.Tensor")
+            if samples.dtype != torch.uint8 or tuple(samples.shape) != (len(indices), *sample_shape):
+                raise CgmbenchError(f"model {model.name!r} returned {samples.dtype} {tuple(samples.shape)}; "
+                                    f"task {task.name} needs uint8 {(len(indices), *sample_shape)}")
+            store.write_shard(start, np.ascontiguousarray(samples.cpu().numpy()))
+            bar.update(len(indices))
+    bar.close()
