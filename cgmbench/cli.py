@@ -77,6 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="describe a task or a model")
     info.add_argument("name", help="a task or model name")
 
+    w = sub.add_parser("weights", help="list, locate or fetch known weight files")
+    w.add_argument("action", choices=["list", "path", "fetch"])
+    w.add_argument("name", nargs="?", help="a known weights name (cgmbench weights list)")
+
+    tr = sub.add_parser("train", allow_abbrev=False, help="train a model on a task (tiny recipes run on a CPU)",
+                        description="Train MODEL on TASK with a named recipe; writes checkpoints and a loss log "
+                                    "to OUT and resumes from the last checkpoint with --resume.")
+    tr.add_argument("--model", required=True)
+    tr.add_argument("--task", required=True)
+    tr.add_argument("--config", default="tiny", help="training recipe name (default: tiny)")
+    tr.add_argument("--out", required=True, help="folder for checkpoints and logs")
+    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    tr.add_argument("--steps", type=int, help="override the recipe's number of steps")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default="auto")
+
     demo = sub.add_parser("demo", allow_abbrev=False,
                           help=f"the offline default benchmark: {', '.join(DEMO_MODELS)} on {DEMO_TASK}",
                           description=f"Run {', '.join(DEMO_MODELS)} on {DEMO_TASK} (N={DEMO_N}) and print "
@@ -119,7 +135,11 @@ def cmd_list(args) -> int:
         from .registry import list_models, model_class
 
         for name in list_models():
-            cls = model_class(name)
+            try:
+                cls = model_class(name)
+            except CgmbenchError as e:
+                print(f"{name:12s} unavailable: {e}")
+                continue
             print(f"{name:12s} accepts {', '.join(sorted(cls.condition_kinds)):55s} {cls.description}")
     return 0
 
@@ -170,7 +190,42 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "info": cmd_info, "demo": cmd_demo}
+def cmd_weights(args) -> int:
+    from . import weights
+
+    if args.action == "list":
+        for name, kf in sorted(weights.known_files().items()):
+            state = "present" if (weights.weights_dir() / kf.filename).is_file() else "missing"
+            print(f"{name:32s} {state:8s} {kf.license:45s} {kf.url or kf.hub_id or ''}")
+        return 0
+    if not args.name:
+        raise CgmbenchError(f"cgmbench weights {args.action} needs a NAME", "see cgmbench weights list")
+    if args.action == "path":
+        print(weights.local_path(args.name))
+        return 0
+    path = weights.fetch(args.name)
+    print(f"{path}  sha256 {weights.sha256_file(path)}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .registry import model_class, parse_model_spec
+    from .tasks import load_task
+
+    name, _ = parse_model_spec(args.model)
+    cls = model_class(name)
+    train = getattr(cls, "train", None)
+    if train is None:
+        raise CgmbenchError(f"model {name!r} has no training recipe in cgmbench")
+    task = load_task(args.task)
+    path = train(task, config=args.config, out=args.out, resume=args.resume, steps=args.steps, seed=args.seed,
+                 device=_device(args.device), log=lambda m: print(m, file=sys.stderr))
+    print(path)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "info": cmd_info, "demo": cmd_demo, "weights": cmd_weights,
+            "train": cmd_train}
 
 
 def main(argv: list[str] | None = None) -> int:
