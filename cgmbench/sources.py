@@ -13,6 +13,7 @@ digits          scikit-learn's bundled 8x8 digits, upsampled (class-conditional;
 prompts         a prompt suite shipped in the package (DrawBench, PartiPrompts, GenEval,
                 T2I-CompBench, COCO-2014 caption lists); oracle from a local image folder
 image-folder    a folder of image files (references, translation sources)
+labels          class labels only, uniform: item i has label i % num_classes (ImageNet protocol)
 photos          the photos bundled with scikit-learn / scikit-image (inpainting)
 ==============  ===========================================================================
 """
@@ -43,6 +44,7 @@ SOURCES = {
     "prompts": "cgmbench.sources:PromptSource",
     "image-folder": "cgmbench.sources:ImageFolderSource",
     "photos": "cgmbench.sources:PhotoSource",
+    "labels": "cgmbench.sources:LabelSource",
 }
 
 
@@ -271,3 +273,25 @@ class PhotoSource(Source):
 
     def oracle(self, indices, seeds):
         return self.references(indices)
+
+
+# ----------------------------------------------------------------------------- uniform labels
+
+
+class LabelSource(Source):
+    """Class labels without images: item ``i`` has label ``i % num_classes``, so N = k·num_classes
+    samples hold exactly k of every class (the ADM/DiT 50k protocol draws labels uniformly)."""
+
+    def __init__(self, task, params, split="test"):
+        super().__init__(task, params, split)
+        n = self.params.get("num_classes")
+        if not isinstance(n, int) or n < 1:
+            raise CgmbenchError(f"task {task.name}: source 'labels' needs an integer num_classes >= 1")
+        self.num_classes = n
+
+    def __len__(self):
+        return self.num_classes
+
+    def conditions(self, indices):
+        labels = torch.tensor([int(i) % self.num_classes for i in indices], dtype=torch.int64)
+        return Conditions(kind="class", indices=list(indices), labels=labels)
