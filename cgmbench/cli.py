@@ -12,6 +12,8 @@ import json
 import sys
 
 from . import __version__
+from .cli_extra import COMMANDS as EXTRA_COMMANDS
+from .cli_extra import register as register_extra_commands
 from .errors import CgmbenchError
 
 DEMO_TASK = "shapes-t2i"
@@ -98,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                           description=f"Run {', '.join(DEMO_MODELS)} on {DEMO_TASK} (N={DEMO_N}) and print "
                                       "the result table.")
     demo.add_argument("--out", default=None, help="folder for the runs (default: $CGMBENCH_RUNS)")
+
+    register_extra_commands(sub)
     return p
 
 
@@ -108,7 +112,11 @@ def cmd_run(args) -> int:
     cfg = RunConfig(task=args.task, model=args.model, num_samples=args.num_samples, seed=args.seed,
                     batch_size=args.batch_size, out=args.out, resume=args.resume, knobs=_knobs(args),
                     checkpoint=args.checkpoint, device=_device(args.device))
-    record = run(cfg, log=lambda m: print(m, file=sys.stderr))
+    from .distributed import is_distributed, rank, run_distributed
+
+    record = (run_distributed if is_distributed() else run)(cfg, log=lambda m: print(m, file=sys.stderr))
+    if rank() != 0:
+        return 0
     if args.json:
         print(json.dumps(record, indent=2))
         return 0
@@ -226,6 +234,7 @@ def cmd_train(args) -> int:
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "info": cmd_info, "demo": cmd_demo, "weights": cmd_weights,
             "train": cmd_train}
+COMMANDS.update(EXTRA_COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,7 @@ INCEPTION_WEIGHTS = WeightsSpec(
     mirrors=(
         "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
     ),
+    fetch_command="cgmbench weights fetch inception-v3",
 )
 """torch-fidelity's conversion of the TF graph. The full sha256 (whose first 8 hex digits are the
 ``6726825d`` in the file name, torch.hub's convention) and the size were cross-checked in several

@@ -1,7 +1,7 @@
 """Where metric-network weights live, how they are verified and loaded. cgmbench never downloads.
 
-Layout: ``$CGMBENCH_HOME/weights/<file name>`` with ``CGMBENCH_HOME`` defaulting to
-``~/.cache/cgmbench``. A :class:`WeightsSpec` pins the official file name, URL, size and full
+Layout: ``$CGMBENCH_HOME/weights/<file name>`` (``cgmbench.paths``: ``CGMBENCH_HOME`` defaults to
+``~/.cache/cgmbench``), the folder ``cgmbench weights fetch`` fills. A :class:`WeightsSpec` pins the official file name, URL, size and full
 sha256; :func:`resolve_weights` finds the file (or the user's ``weights_path=``), hashes it and says
 whether it is the official file. Numbers computed with other weights are *non-standard* and the
 extractor records that (``is_official_weights=False``).
@@ -20,15 +20,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cgmbench import paths
+
 
 def cgmbench_home() -> Path:
     """``$CGMBENCH_HOME`` (default ``~/.cache/cgmbench``), user-expanded."""
-    return Path(os.environ.get("CGMBENCH_HOME") or "~/.cache/cgmbench").expanduser()
+    return paths.home()
 
 
 def weights_dir() -> Path:
     """The folder where official metric weights are expected: ``$CGMBENCH_HOME/weights``."""
-    return cgmbench_home() / "weights"
+    return paths.weights_dir()
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class WeightsSpec:
     sha256: str
     num_bytes: int | None = None
     mirrors: tuple[str, ...] = field(default_factory=tuple)
+    fetch_command: str | None = None  # the cgmbench command that downloads and verifies it
 
     def destination(self) -> Path:
         """Where cgmbench looks for the file: ``$CGMBENCH_HOME/weights/<filename>``."""
@@ -49,8 +52,9 @@ class WeightsSpec:
         dest = self.destination()
         size = f", {self.num_bytes:,} bytes" if self.num_bytes else ""
         mirrors = "".join(f"; identical file at {m}" for m in self.mirrors)
+        command = f"run `{self.fetch_command}`, or " if self.fetch_command else ""
         return (
-            f"download {self.url} to {dest} (expected sha256 {self.sha256}{size}{mirrors}), e.g. "
+            f"{command}download {self.url} to {dest} (expected sha256 {self.sha256}{size}{mirrors}), e.g. "
             f"`mkdir -p {dest.parent} && curl -L -o {dest} {self.url}`; or set CGMBENCH_HOME, or pass "
             "weights_path= (results are then marked non-standard unless the file's sha256 matches)"
         )

@@ -195,7 +195,7 @@ class StreamingMoments:
             self._allocate(x.shape[1], x.device, shift=x.mean(dim=0))
         xc = x - self.shift
         self.sum += xc.sum(dim=0)
-        self.sum_outer += xc.T @ xc
+        self.sum_outer.addmm_(xc.T, xc)  # in place: no d x d temporary
         self.n += x.shape[0]
         return self
 
@@ -219,10 +219,12 @@ class StreamingMoments:
     def compute(self) -> tuple[np.ndarray, np.ndarray]:
         """``(mu, sigma)`` as ``float64`` NumPy arrays: the sample mean and unbiased ``(N-1)`` covariance."""
         if self.n < 2:
-            raise ValueError(f"need at least 2 feature rows to estimate a covariance, got {self.n}; call update() first")
+            raise ValueError(
+                f"need at least 2 feature rows to estimate a covariance, got {self.n}; call update() first"
+            )
         mean_c = self.sum / self.n
-        cov = (self.sum_outer - self.n * torch.outer(mean_c, mean_c)) / (self.n - 1)
-        cov = 0.5 * (cov + cov.T)
+        cov = torch.addr(self.sum_outer, mean_c, mean_c, alpha=-self.n).div_(self.n - 1)
+        cov.add_(cov.T.clone()).mul_(0.5)  # exact symmetry (the GEMM sums are symmetric only to rounding)
         _warn_if_few_samples(self.n, self.dim)
         return (self.shift + mean_c).cpu().numpy(), cov.cpu().numpy()
 
