@@ -48,8 +48,8 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 
 from .errors import CgmbenchError
 
@@ -151,14 +151,10 @@ def run_distributed(cfg, log=print) -> dict:
     """:func:`cgmbench.runner.run` for one rank of a torchrun job (see the module docstring)."""
     import torch
 
-    from .records import SCHEMA, environment, finalize, load_record, write_record
-    from .registry import load_model
-    from .runner import _open_store, _sample, _utc, default_out
-    from .samples import FORMAT as SAMPLES_FORMAT
+    from .records import load_record
+    from .runner import _open_store, _sample, _utc, finish, prepare
     from .samples import SampleStore
-    from .scoring import compute_metrics
     from .sources import open_source
-    from .tasks import load_task
 
     r, w, local = world()
     device = cfg.device
@@ -171,22 +167,10 @@ def run_distributed(cfg, log=print) -> dict:
         started = _utc()
         status = None
         try:
-            task = load_task(cfg.task)
-            n = cfg.num_samples if cfg.num_samples is not None else task.num_samples
-            if n < 1:
-                raise CgmbenchError(f"--num-samples must be >= 1, got {n}")
-            if cfg.batch_size < 1:
-                raise CgmbenchError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-            model = load_model(cfg.model, task, checkpoint=cfg.checkpoint, device=device)
-            knobs = model.resolve_knobs(cfg.knobs)
-            ckpt = model.checkpoint.to_dict() if model.checkpoint else None
-            sample_shape = task.sample_shape()
-            config = {"task": task.name, "task_spec_sha256": task.sha256, "model": cfg.model,
-                      "checkpoint_sha256": ckpt.get("sha256") if ckpt else None, "knobs": knobs, "n": n,
-                      "seed": cfg.seed, "sample_shape": list(sample_shape)}
-            out = Path(cfg.out) if cfg.out else default_out(task.name, cfg.model, knobs, n, cfg.seed)
+            p = prepare(replace(cfg, device=device))
+            task, n, out = p.task, p.n, p.out
             if r == 0:
-                store = _open_store(out, config, cfg.resume, sample_shape)
+                store = _open_store(out, p.config, cfg.resume, p.sample_shape)
                 if (out / "run.json").is_file():
                     status = ("complete", load_record(out / "run.json"))
                 else:
@@ -215,7 +199,8 @@ def run_distributed(cfg, log=print) -> dict:
         error = None
         try:
             if mine:
-                _sample(model, task, open_source(task, "conditions"), rank_store, mine, cfg, knobs, sample_shape, n)
+                source = open_source(task, "conditions")
+                _sample(p.model, task, source, rank_store, mine, cfg, p.knobs, p.sample_shape, n)
         except CgmbenchError as e:
             error = str(e)
         except Exception as e:  # noqa: BLE001 - reported to every rank, then re-raised here
@@ -232,30 +217,9 @@ def run_distributed(cfg, log=print) -> dict:
         if r == 0:
             store = SampleStore.open(out / "samples")
             merge_rank_indices(store)
-            t_metrics = time.perf_counter()
-            source = open_source(task, "conditions")
-            metrics, pending = compute_metrics(task, source, store, n)
-            metrics_s = time.perf_counter() - t_metrics
-            record = {
-                "schema": SCHEMA,
-                "task": {"name": task.name, "kind": task.kind, "spec_sha256": task.sha256},
-                "model": {"name": model.name, "spec": cfg.model, "checkpoint": ckpt, "knobs": knobs,
-                          "reference_model": bool(model.reference)},
-                "n": n,
-                "seed": cfg.seed,
-                "samples": {"dir": "samples", "format": SAMPLES_FORMAT, "sample_shape": list(sample_shape),
-                            "seeding": "sample i uses cgmbench.seeding.sample_seed(seed, task, i)"},
-                "samples_sha256": store.digest(n),
-                "metrics": metrics,
-                "metrics_pending": pending,
-                "environment": environment(device),
-                "timings": {"started_at": started, "finished_at": _utc(), "sampling_s": round(sampling_s, 3),
-                            "metrics_s": round(metrics_s, 3), "total_s": round(time.perf_counter() - t0, 3),
-                            "samples_this_session": len(missing), "batch_size": cfg.batch_size,
-                            "world_size": w},
-            }
-            finalize(record)
-            write_record(out / "run.json", record)
+            timings = {"started_at": started, "sampling_s": round(sampling_s, 3),
+                       "samples_this_session": len(missing), "batch_size": cfg.batch_size, "world_size": w}
+            record = finish(p, replace(cfg, device=device), store, timings, t0)
         return _bcast(dist, record)
     finally:
         if owns:

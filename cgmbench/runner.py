@@ -57,10 +57,22 @@ def _utc() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def run(cfg: RunConfig, log=print) -> dict:
-    """Run one configuration; returns the record (also written to ``OUT/run.json``)."""
-    t0 = time.perf_counter()
-    started = _utc()
+@dataclass
+class Prepared:
+    """A run's resolved configuration: the task, the loaded model, knobs and where it writes."""
+
+    task: object
+    model: object
+    n: int
+    knobs: dict
+    checkpoint: dict | None
+    sample_shape: tuple
+    config: dict  # what identifies the run in samples/index.json
+    out: Path
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Load and validate the task, model and knobs of ``cfg`` (no file is written)."""
     task = load_task(cfg.task)
     n = cfg.num_samples if cfg.num_samples is not None else task.num_samples
     if n < 1:
@@ -77,46 +89,59 @@ def run(cfg: RunConfig, log=print) -> dict:
         "sample_shape": list(sample_shape),
     }
     out = Path(cfg.out) if cfg.out else default_out(task.name, cfg.model, knobs, n, cfg.seed)
-    store = _open_store(out, config, cfg.resume, sample_shape)
-    record_path = out / "run.json"
-    if record_path.is_file():  # only reachable with --resume of the same run
-        record = load_record(record_path)
-        log(f"{out}: run already complete")
-        return record
+    return Prepared(task, model, n, knobs, ckpt, sample_shape, config, out)
 
-    # -- sampling ---------------------------------------------------------------------
-    source = open_source(task, "conditions")
-    missing = store.missing(n)
-    t_sample = time.perf_counter()
-    if missing:
-        _sample(model, task, source, store, missing, cfg, knobs, sample_shape, n)
-    sampling_s = time.perf_counter() - t_sample
 
-    # -- metrics ----------------------------------------------------------------------
+def finish(p: Prepared, cfg: RunConfig, store: SampleStore, timings: dict, t0: float) -> dict:
+    """Score the complete sample store and write ``OUT/run.json``.
+
+    ``timings`` (sampling figures of this session) gets ``metrics_s``, ``finished_at`` and ``total_s``
+    (seconds since ``t0``)."""
+    source = open_source(p.task, "conditions")
     t_metrics = time.perf_counter()
-    metrics, pending = compute_metrics(task, source, store, n)
-    metrics_s = time.perf_counter() - t_metrics
-
+    metrics, pending = compute_metrics(p.task, source, store, p.n)
+    timings["metrics_s"] = round(time.perf_counter() - t_metrics, 3)
+    timings["finished_at"] = _utc()
+    timings["total_s"] = round(time.perf_counter() - t0, 3)
     record = {
         "schema": SCHEMA,
-        "task": {"name": task.name, "kind": task.kind, "spec_sha256": task.sha256},
-        "model": {"name": model.name, "spec": cfg.model, "checkpoint": ckpt, "knobs": knobs,
-                  "reference_model": bool(model.reference)},
-        "n": n,
+        "task": {"name": p.task.name, "kind": p.task.kind, "spec_sha256": p.task.sha256},
+        "model": {"name": p.model.name, "spec": cfg.model, "checkpoint": p.checkpoint, "knobs": p.knobs,
+                  "reference_model": bool(p.model.reference)},
+        "n": p.n,
         "seed": cfg.seed,
-        "samples": {"dir": "samples", "format": SAMPLES_FORMAT, "sample_shape": list(sample_shape),
+        "samples": {"dir": "samples", "format": SAMPLES_FORMAT, "sample_shape": list(p.sample_shape),
                     "seeding": "sample i uses cgmbench.seeding.sample_seed(seed, task, i)"},
-        "samples_sha256": store.digest(n),
+        "samples_sha256": store.digest(p.n),
         "metrics": metrics,
         "metrics_pending": pending,
         "environment": environment(cfg.device),
-        "timings": {"started_at": started, "finished_at": _utc(), "sampling_s": round(sampling_s, 3),
-                    "metrics_s": round(metrics_s, 3), "total_s": round(time.perf_counter() - t0, 3),
-                    "samples_this_session": len(missing), "batch_size": cfg.batch_size},
+        "timings": timings,
     }
     finalize(record)
-    write_record(record_path, record)
+    write_record(p.out / "run.json", record)
     return record
+
+
+def run(cfg: RunConfig, log=print) -> dict:
+    """Run one configuration; returns the record (also written to ``OUT/run.json``)."""
+    t0 = time.perf_counter()
+    started = _utc()
+    p = prepare(cfg)
+    store = _open_store(p.out, p.config, cfg.resume, p.sample_shape)
+    record_path = p.out / "run.json"
+    if record_path.is_file():  # only reachable with --resume of the same run
+        log(f"{p.out}: run already complete")
+        return load_record(record_path)
+
+    missing = store.missing(p.n)
+    t_sample = time.perf_counter()
+    if missing:
+        source = open_source(p.task, "conditions")
+        _sample(p.model, p.task, source, store, missing, cfg, p.knobs, p.sample_shape, p.n)
+    timings = {"started_at": started, "sampling_s": round(time.perf_counter() - t_sample, 3),
+               "samples_this_session": len(missing), "batch_size": cfg.batch_size}
+    return finish(p, cfg, store, timings, t0)
 
 
 def _open_store(out: Path, config: dict, resume: bool, sample_shape) -> SampleStore:
