@@ -595,3 +595,18 @@ def load_dit_checkpoint(path_or_state_dict: str | Path | Mapping[str, torch.Tens
         )
     model.load_state_dict(state_dict, strict=True)
     return model
+
+
+#################################################################################
+#                         The cgmbench generator (lazy)                         #
+#################################################################################
+# ``DiTGenerator`` (sampling, variants, training recipe) lives in baselines/dit_generator.py,
+# which imports this module; it is exposed here for the entry point ``baselines.dit:DiTGenerator``.
+
+
+def __getattr__(name: str):
+    if name == "DiTGenerator":
+        from baselines.dit_generator import DiTGenerator
+
+        return DiTGenerator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
