@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     except CgmbenchError as e:
         print(f"cgmbench: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `cgmbench info T | head`
+        return 0
     except KeyboardInterrupt:
         print("cgmbench: interrupted; the samples so far are kept, continue with --resume", file=sys.stderr)
         return 130
