@@ -249,3 +249,161 @@ def cyclegan_discriminator_loss(
         "D_A": discriminator_loss(netD_A, real_B, fake_B, criterionGAN)["D"],
         "D_B": discriminator_loss(netD_B, real_A, fake_A, criterionGAN)["D"],
     }
+
+
+# --------------------------------------------------------------------------------------
+# cgmbench generator (``--model cyclegan``) and the training recipe
+# --------------------------------------------------------------------------------------
+#
+# A released CycleGAN model is one direction's generator (``G_A`` for ``horse2zebra``, its
+# inverse ``zebra2horse`` is a separate file). CycleGAN has no guidance and, with InstanceNorm
+# and no dropout, no noise: every ``test_mode`` gives the same, deterministic output.
+
+import random
+
+import numpy as np
+
+from baselines.pix2pix import (
+    TranslationGenerator,
+    TranslationTrainer,
+    build_generator,
+    set_requires_grad,
+)
+
+__all__ += ["CycleGANGenerator", "CycleGANTrainer", "CYCLEGAN_CONFIGS", "unpaired_training_data"]
+
+#: how the released CycleGAN generators are built (``define_G`` arguments)
+CYCLEGAN_OFFICIAL_ARCH = {"netG": "resnet_9blocks", "ngf": 64, "norm": "instance", "use_dropout": False}
+
+
+class CycleGANGenerator(TranslationGenerator):
+    """CycleGAN for cgmbench: one direction's ResNet generator (official ``latest_net_G.pth`` or shipped)."""
+
+    description = ("CycleGAN (Zhu et al. 2017): ResNet generator trained with LSGAN + cycle consistency on unpaired "
+                   "data. A GAN has no guidance, and with InstanceNorm and no dropout it has no sampling noise: "
+                   "every test_mode gives the same deterministic translation.")
+    family = "cyclegan"
+    official_arch = CYCLEGAN_OFFICIAL_ARCH
+    official_variants = ("horse2zebra", "zebra2horse", "monet2photo", "style_monet", "cityscapes_label2photo",
+                         "facades_label2photo", "map2sat", "sat2map")
+    shipped_variants = {
+        "shapes-unpaired-tiny": ("cyclegan-shapes-unpaired-tiny.safetensors",
+                                 "tiny ResNet generator (G_A: flat -> textured) trained by cgmbench on "
+                                 "shapes-unpaired, 32x32"),
+    }
+
+    @classmethod
+    def train(cls, task, config: str = "tiny", out="cyclegan-train", resume: bool = False, steps: int | None = None,
+              seed: int = 0, device: str = "cpu", log=print):
+        """Train CycleGAN on ``task`` with recipe ``config`` (:class:`CycleGANTrainer`); returns G_A's file."""
+        return CycleGANTrainer(task, config, out, resume, steps, seed, device, log).run()
+
+
+#: CycleGAN recipes. ``tiny``: the official objective and optimiser (LSGAN, cycle λ_A = λ_B = 10,
+#: image pools of 50, Adam 2e-4 β1 0.5, constant LR then linear decay over the last half) with
+#: small networks on the 32×32 shapes world, batch 4, 1,200 steps (4,800 images, ~2.4 epochs of
+#: the 2,000 train scenes per domain; upstream trains 200 epochs). One deviation: the identity
+#: weight is 2.0·λ instead of 0.5·λ. With 0.5 (and with batch 1 or 4, 1.5k-5k steps) the tiny
+#: generator collapsed to an invertible "code": textured background right, every object
+#: drawn as a blob of one hue, judge 0.0; a stronger identity term keeps the hues within this
+#: CPU budget.
+CYCLEGAN_CONFIGS: dict[str, dict] = {
+    "tiny": {
+        "tasks": ("shapes-unpaired",),
+        "generator": {"netG": "resnet", "n_blocks": 4, "ngf": 16, "norm": "instance", "use_dropout": False},
+        "export_dtype": "float32",
+        "netD": "n_layers", "n_layers_D": 2, "ndf": 16, "norm_D": "instance",
+        "gan_mode": "lsgan", "lambda_A": 10.0, "lambda_B": 10.0, "lambda_identity": 2.0, "pool_size": 50,
+        "lr": 2e-4, "beta1": 0.5, "decay_fraction": 0.5,
+        "batch_size": 4, "steps": 1200, "num_train": 2000,
+        "save_every": 500, "log_every": 50,
+        "init_type": "normal", "init_gain": 0.02,
+    },
+}
+
+
+class CycleGANTrainer(TranslationTrainer):
+    """CycleGAN (paper §3–4): per step, both cycles (:func:`cyclegan_forward`); G step on
+    :func:`cyclegan_generator_loss` with both Ds frozen; then D step on
+    :func:`cyclegan_discriminator_loss` with pooled fakes."""
+
+    model_name = "cyclegan"
+    configs = CYCLEGAN_CONFIGS
+
+    def build(self) -> None:
+        import itertools
+
+        cfg = self.cfg
+        nets = {}
+        for name in ("G_A", "G_B"):
+            nets[name] = init_weights(build_generator(cfg["generator"]), cfg["init_type"], cfg["init_gain"])
+        for name in ("D_A", "D_B"):
+            nets[name] = define_D(3, cfg["ndf"], cfg["netD"], cfg["n_layers_D"], cfg["norm_D"], cfg["init_type"],
+                                  cfg["init_gain"])
+        self.nets = nets
+        self.optimizers = {
+            "G": self.adam(itertools.chain(nets["G_A"].parameters(), nets["G_B"].parameters())),
+            "D": self.adam(itertools.chain(nets["D_A"].parameters(), nets["D_B"].parameters())),
+        }
+        self.criterionGAN = GANLoss(cfg["gan_mode"]).to(self.device)
+        self.fake_A_pool, self.fake_B_pool = ImagePool(cfg["pool_size"]), ImagePool(cfg["pool_size"])
+
+    def export_name(self) -> str:
+        return "G_A"
+
+    def extra_state(self) -> dict:
+        return {f"pool_{k}": {"num_imgs": p.num_imgs, "images": [t.cpu() for t in p.images]}
+                for k, p in (("fake_A", self.fake_A_pool), ("fake_B", self.fake_B_pool))}
+
+    def load_extra_state(self, state: dict) -> None:
+        for k, p in (("fake_A", self.fake_A_pool), ("fake_B", self.fake_B_pool)):
+            p.num_imgs = int(state[f"pool_{k}"]["num_imgs"])
+            p.images = [t.to(self.device) for t in state[f"pool_{k}"]["images"]]
+
+    def load_data(self) -> None:
+        self.A, self.B = unpaired_training_data(self.task, self.cfg["num_train"])
+
+    def train_step(self, step: int) -> dict[str, float]:
+        cfg, n = self.cfg, self.nets
+        real_A = self.to_net(self.A[torch.from_numpy(self.epoch_indices(step, len(self.A)))])
+        # As upstream's unaligned dataset: domain B images are drawn at random, independently of A.
+        idx_B = np.random.default_rng(self.rng_seed("B", step)).integers(0, len(self.B), len(real_A))
+        real_B = self.to_net(self.B[torch.from_numpy(idx_B)])
+        images = cyclegan_forward(n["G_A"], n["G_B"], real_A, real_B)
+        set_requires_grad([n["D_A"], n["D_B"]], False)
+        self.optimizers["G"].zero_grad()
+        g = cyclegan_generator_loss(n["G_A"], n["G_B"], n["D_A"], n["D_B"], real_A, real_B, images,
+                                    self.criterionGAN, cfg["lambda_A"], cfg["lambda_B"], cfg["lambda_identity"])
+        g["G"].backward()
+        self.optimizers["G"].step()
+        set_requires_grad([n["D_A"], n["D_B"]], True)
+        self.optimizers["D"].zero_grad()
+        self.fake_A_pool.rng = random.Random(self.rng_seed("pool_A", step))
+        self.fake_B_pool.rng = random.Random(self.rng_seed("pool_B", step))
+        d = cyclegan_discriminator_loss(n["D_A"], n["D_B"], real_A, real_B, images, self.criterionGAN,
+                                        self.fake_A_pool, self.fake_B_pool)
+        (d["D_A"] + d["D_B"]).backward()
+        self.optimizers["D"].step()
+        return {k: v.item() for k, v in {**g, **d}.items() if k != "G"}
+
+
+def unpaired_training_data(task, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, B)`` uint8 ``[n, 3, H, W]``: the two domains of the task's train split, unpaired.
+
+    Shapes world: A = flat renders of train scenes ``0..n-1``; B = textured renders of train
+    scenes ``n..2n-1`` (other scenes, so no image of B is the translation of one in A). Real
+    datasets: ``trainA`` from the conditions source and ``trainB`` from the reference source.
+    """
+    from cgmbench.sources import open_source
+    from cgmbench.worlds import shapes as W
+    from cgmbench.worlds.sources import ShapesSource
+
+    src = open_source(task, "conditions", split="train")
+    if isinstance(src, ShapesSource):
+        A = src.conditions(list(range(n))).images
+        B = torch.from_numpy(np.stack([W.render(src.item(i, "train")["scene"], "textured") for i in range(n, 2 * n)]))
+        return A.contiguous(), B
+    ref = open_source(task, "reference", split="train")
+    A = src.conditions(list(range(min(n, len(src))))).images
+    B = torch.from_numpy(np.ascontiguousarray(ref.references(list(range(min(n, len(ref)))))))
+    return A.contiguous(), B

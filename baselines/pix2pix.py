@@ -663,3 +663,587 @@ def load_official_state_dict(
 
     net.load_state_dict(state_dict, strict=True)
     return net
+
+
+# --------------------------------------------------------------------------------------
+# cgmbench generator (``--model pix2pix``) and the pieces CycleGAN's generator shares
+# --------------------------------------------------------------------------------------
+#
+# A pix2pix/CycleGAN generator has no guidance: a GAN maps the source image to one output.
+# The only sampling setting is ``test_mode`` (how BatchNorm and Dropout behave at inference,
+# :func:`set_test_mode`). In ``official-default`` pix2pix's dropout is its only source of
+# sample diversity (paper §3.3), so it is the knob that exists for guidance/diversity plots.
+
+import json as _json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from cgmbench.errors import CgmbenchError
+from cgmbench.generator import CheckpointInfo, Generator, Knob, to_uint8
+from cgmbench.seeding import derive_seed, numpy_rng, torch_generator
+
+__all__ += [
+    "build_generator",
+    "generator_stride",
+    "TranslationGenerator",
+    "Pix2PixGenerator",
+]
+
+#: how the released pix2pix generators are built (``define_G`` arguments)
+PIX2PIX_OFFICIAL_ARCH = {"netG": "unet_256", "ngf": 64, "norm": "batch", "use_dropout": True}
+
+
+def build_generator(arch: Mapping) -> nn.Module:
+    """A generator from an architecture dict, without initialisation (weights are loaded next).
+
+    ``arch['netG']`` is an official name (``unet_128``, ``unet_256``, ``resnet_6blocks``,
+    ``resnet_9blocks``; see :func:`define_G`) or ``'unet'`` with ``num_downs`` / ``'resnet'``
+    with ``n_blocks`` (the small networks cgmbench trains). Other keys: ``ngf``, ``norm``,
+    ``use_dropout``, ``input_nc``/``output_nc`` (default 3).
+    """
+    netG = arch["netG"]
+    norm, ngf = arch.get("norm", "batch"), int(arch.get("ngf", 64))
+    use_dropout = bool(arch.get("use_dropout", False))
+    input_nc, output_nc = int(arch.get("input_nc", 3)), int(arch.get("output_nc", 3))
+    if netG == "unet":
+        return UnetGenerator(input_nc, output_nc, int(arch["num_downs"]), ngf, get_norm_layer(norm), use_dropout)
+    if netG == "resnet":
+        from baselines.cyclegan import ResnetGenerator
+
+        return ResnetGenerator(input_nc, output_nc, ngf, get_norm_layer(norm), use_dropout, int(arch["n_blocks"]))
+    return define_G(input_nc, output_nc, ngf, netG, norm=norm, use_dropout=use_dropout, init_type=None)
+
+
+def generator_stride(arch: Mapping) -> int:
+    """The side an input must be a multiple of: ``2**num_downs`` for a U-Net, 4 for a ResNet."""
+    netG = arch["netG"]
+    if netG.startswith("unet"):
+        downs = {"unet_128": 7, "unet_256": 8}.get(netG) or int(arch["num_downs"])
+        return 2**downs
+    return 4
+
+
+@contextmanager
+def inference_behaviour(net: nn.Module, mode: str, generator: torch.Generator | None = None):
+    """Run ``net`` in test mode ``mode`` (:func:`set_test_mode`) without side effects.
+
+    Differences from a bare :func:`set_test_mode`:
+
+    * BatchNorm layers that normalise with batch statistics do **not** update their running
+      statistics (upstream's test.py does; here a run must not change the model it measures).
+    * With ``generator`` given in ``'official-default'``, every Dropout draws its mask from
+      ``generator`` (in forward order, ``bernoulli(1 - p)`` scaled by ``1 / (1 - p)``, as
+      ``F.dropout``) instead of the global torch RNG, so a sample's noise comes from its seed.
+
+    On exit ``net`` is back in eval mode.
+    """
+    set_test_mode(net, mode)
+    bn = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    tracked = [m.track_running_stats for m in bn]
+    hooks = []
+    try:
+        for m in bn:
+            m.track_running_stats = False  # training-mode BN then uses batch stats and leaves buffers alone
+        if mode == "official-default" and generator is not None:
+            for m in net.modules():
+                if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+                    m.eval()  # identity; the hook below applies the seeded mask
+
+                    def apply_mask(module, inputs, output, g=generator):
+                        keep = 1.0 - module.p
+                        if keep <= 0:
+                            return torch.zeros_like(output)
+                        mask = torch.empty_like(output).bernoulli_(keep, generator=g)
+                        return output * mask / keep
+
+                    hooks.append(m.register_forward_hook(apply_mask))
+        yield net
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, t in zip(bn, tracked):
+            m.track_running_stats = t
+        net.eval()
+
+
+def _file_arch(path: Path) -> tuple[dict | None, dict]:
+    """Architecture and metadata that cgmbench stores in its safetensors files (None for others)."""
+    if path.suffix != ".safetensors":
+        return None, {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # not a safetensors file at all
+        raise CgmbenchError(f"cannot read {path} as safetensors: {type(e).__name__}: {e}") from None
+    arch = _json.loads(meta["cgmbench.architecture"]) if "cgmbench.architecture" in meta else None
+    return arch, meta
+
+
+class TranslationGenerator(Generator):
+    """Base of the image-to-image GAN generators (pix2pix, CycleGAN).
+
+    Input: ``conditions.images`` uint8 ``[B, 3, H, W]`` with ``(H, W)`` the model resolution.
+    They are mapped to the networks' ``[-1, 1]`` convention (``x / 127.5 - 1``, as
+    ``transforms.Normalize((0.5,) * 3, (0.5,) * 3)`` after ``ToTensor``) and the output back to
+    uint8 with rounding (:func:`cgmbench.generator.to_uint8`).
+
+    ``test_mode``:
+
+    * ``eval``: running BatchNorm statistics, no dropout. Deterministic, batched, and
+      independent of the batch (the default).
+    * ``official-default``: what upstream ``test.py`` does without ``--eval`` (and what mmagic
+      used for its FID of the official checkpoints): BatchNorm normalises with the statistics of
+      the test batch and dropout is on. Batch statistics depend on the batch by definition, so
+      this mode runs every sample alone (batch size 1, as ``test.py``); sample ``i``'s dropout
+      masks come from ``torch_generator(seeds[i])``. Output ``i`` depends on source ``i`` and
+      ``seeds[i]`` only.
+    * ``batchstats-no-dropout``: batch statistics without dropout, one sample at a time:
+      deterministic.
+
+    For InstanceNorm networks without dropout (CycleGAN) the three modes agree.
+    """
+
+    condition_kinds = frozenset({"image"})
+    knobs = (
+        Knob("test_mode", "eval", "inference behaviour of BatchNorm/Dropout: eval (running stats, no dropout), "
+             "official-default (test-batch stats + dropout, per-sample seeded, batch of 1, as upstream test.py "
+             "without --eval), batchstats-no-dropout", kind="choice", choices=TEST_MODES),
+    )
+    #: prefix of the KnownFile names (``pix2pix:facades_label2photo``)
+    family: str = "pix2pix"
+    official_arch: dict = PIX2PIX_OFFICIAL_ARCH
+    #: official checkpoints (KnownFile ``family:name``)
+    official_variants: tuple[str, ...] = ()
+    #: variant -> (shipped file, description)
+    shipped_variants: dict[str, tuple[str, str]] = {}
+
+    def __init__(self, net: nn.Module, resolution: tuple[int, int], checkpoint: CheckpointInfo | None = None,
+                 device: str = "cpu", arch: Mapping | None = None):
+        super().__init__(resolution, checkpoint=checkpoint, device=device)
+        self.net = net.to(device).eval()
+        self.arch = dict(arch) if arch else None
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    @classmethod
+    def variants(cls) -> dict[str, str]:
+        from cgmbench.weights import known_files
+
+        out = {name: desc for name, (_, desc) in cls.shipped_variants.items()}
+        files = known_files()
+        for name in cls.official_variants:
+            kf = files.get(f"{cls.family}:{name}")
+            out[name] = kf.description if kf else f"official {cls.family} checkpoint {name}"
+        return out
+
+    @classmethod
+    def load(cls, task, variant: str | None = None, checkpoint: str | None = None,
+             device: str = "cpu") -> "TranslationGenerator":
+        from cgmbench.weights import known_file, resolve, sha256_file, shipped
+
+        if checkpoint is not None:
+            path = Path(checkpoint)
+            if not path.is_file():
+                raise CgmbenchError(f"checkpoint file {path} does not exist")
+            arch, meta = _file_arch(path)
+            arch = arch or cls.official_arch
+            info = CheckpointInfo(name=path.name, sha256=sha256_file(path), path=str(path), source="file")
+        elif variant is None:
+            raise CgmbenchError(f"task {task.name} names no default {cls.family} checkpoint",
+                                f"choose one with --model {cls.family}:VARIANT ({', '.join(cls.variants())}) "
+                                "or --checkpoint FILE")
+        elif variant in cls.shipped_variants:
+            path, digest = shipped(cls.shipped_variants[variant][0])
+            arch, meta = _file_arch(path)
+            info = CheckpointInfo(name=variant, sha256=digest, path=str(path), source="shipped")
+        elif variant in cls.official_variants:
+            path, digest = resolve(f"{cls.family}:{variant}")
+            arch, meta = dict(cls.official_arch), {}
+            info = CheckpointInfo(name=variant, sha256=digest, path=str(path), source=known_file(
+                f"{cls.family}:{variant}").url)
+        else:
+            raise CgmbenchError(f"unknown {cls.family} checkpoint {variant!r}",
+                                f"known: {', '.join(cls.variants())}")
+        if arch is None:
+            raise CgmbenchError(f"{path} carries no cgmbench architecture metadata")
+        res = int(task.resolution)
+        trained = meta.get("cgmbench.resolution")
+        if trained is not None and int(trained) != res:
+            raise CgmbenchError(f"{cls.family} checkpoint {info.name} was trained at {trained}x{trained}, "
+                                f"task {task.name} is {res}x{res}", "use a checkpoint trained for this task")
+        stride = generator_stride(arch)
+        if res % stride:
+            raise CgmbenchError(f"{cls.family} generator {arch['netG']} needs a resolution divisible by {stride}; "
+                                f"task {task.name} has {res}")
+        net = build_generator(arch)
+        try:
+            load_official_state_dict(path, net)
+        except (ValueError, FileNotFoundError) as e:
+            raise CgmbenchError(f"{path} is not a {cls.family} generator checkpoint ({arch['netG']}, "
+                                f"norm={arch.get('norm')}): {e}",
+                                f"{cls.family} expects the generator state dict (latest_net_G.pth)") from None
+        info.extra.update({"architecture": dict(arch), "format": "official state dict" if
+                           path.suffix != ".safetensors" else "safetensors"})
+        return cls(net, (res, res), checkpoint=info, device=device, arch=arch)
+
+    # -- sampling -----------------------------------------------------------------------
+
+    def source_images(self, conditions) -> torch.Tensor:
+        """``conditions.images`` checked and mapped to float ``[-1, 1]`` on the model's device."""
+        images = conditions.images
+        if images is None:
+            raise CgmbenchError(f"{self.name} translates images: the conditions hold no source images")
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
+            raise CgmbenchError(f"{self.name} needs RGB source images uint8 [B, 3, H, W], got {shape}",
+                                "convert grey or RGBA sources to 3-channel RGB")
+        if images.dtype != torch.uint8:
+            raise CgmbenchError(f"{self.name} needs uint8 source images, got {images.dtype}")
+        h, w = images.shape[-2:]
+        if (h, w) != self.resolution:
+            raise CgmbenchError(f"source images are {h}x{w}, but this {self.name} model works at "
+                                f"{self.resolution[0]}x{self.resolution[1]}",
+                                "resize the sources to the task resolution (the loaders do)")
+        return images.to(self.device).float() / 127.5 - 1.0
+
+    @torch.no_grad()
+    def generate(self, conditions, seeds: Sequence[int], test_mode: str = "eval") -> torch.Tensor:
+        x = self.source_images(conditions)
+        if len(seeds) != len(x):
+            raise CgmbenchError(f"{len(seeds)} seeds for {len(x)} source images")
+        if test_mode not in TEST_MODES:
+            raise CgmbenchError(f"knob test_mode={test_mode!r} is not one of {list(TEST_MODES)}")
+        if test_mode == "eval":
+            with inference_behaviour(self.net, "eval"):
+                out = self.net(x)
+        else:
+            outs = []
+            for i, seed in enumerate(seeds):
+                g = torch_generator(seed, self.device) if test_mode == "official-default" else None
+                with inference_behaviour(self.net, test_mode, g):
+                    outs.append(self.net(x[i:i + 1]))
+            out = torch.cat(outs)
+        return to_uint8(out).cpu()
+
+
+class Pix2PixGenerator(TranslationGenerator):
+    """pix2pix for cgmbench: the U-Net generator of a released checkpoint or a shipped tiny one."""
+
+    description = ("pix2pix (Isola et al. 2017): U-Net generator trained with cGAN + L1. A GAN has no guidance; "
+                   "test_mode=official-default samples dropout noise (per-sample seeded), the only "
+                   "diversity knob pix2pix has.")
+    family = "pix2pix"
+    official_arch = PIX2PIX_OFFICIAL_ARCH
+    official_variants = ("facades_label2photo", "edges2shoes", "sat2map", "map2sat", "day2night")
+    shipped_variants = {
+        "shapes-paired-tiny": ("pix2pix-shapes-paired-tiny.safetensors",
+                               "tiny U-Net (5 levels) trained by cgmbench on shapes-paired, 32x32"),
+    }
+
+    @classmethod
+    def train(cls, task, config: str = "tiny", out: str | os.PathLike = "pix2pix-train", resume: bool = False,
+              steps: int | None = None, seed: int = 0, device: str = "cpu", log=print) -> Path:
+        """Train pix2pix on ``task`` with recipe ``config``; see :class:`_Trainer`. Returns the generator file."""
+        return TranslationTrainer.make("pix2pix", task, config, out, resume, steps, seed, device, log).run()
+
+
+# --------------------------------------------------------------------------------------
+# Training recipes (``cgmbench train --model pix2pix --task shapes-paired --config tiny``)
+# --------------------------------------------------------------------------------------
+
+#: pix2pix recipes. ``tiny``: the official objective and optimiser (vanilla cGAN + 100·L1,
+#: PatchGAN on cat(A, B), Adam 2e-4 β1 0.5, constant LR then linear decay over the last half)
+#: with small networks on the 32×32 shapes world; trains in minutes on two CPU cores (about 8
+#: CPU-minutes for 1,000 steps of batch 16, i.e. 8 epochs of 2,000 pairs). The 5-level U-Net has
+#: no dropout (upstream puts it only in the 8·ngf levels beyond the fifth), so for this model
+#: ``official-default`` equals ``batchstats-no-dropout``; batch 16 instead of upstream's 1.
+PIX2PIX_CONFIGS: dict[str, dict] = {
+    "tiny": {
+        "tasks": ("shapes-paired",),
+        "generator": {"netG": "unet", "num_downs": 5, "ngf": 12, "norm": "batch", "use_dropout": False},
+        "export_dtype": "float16",
+        "netD": "n_layers", "n_layers_D": 2, "ndf": 16, "norm_D": "batch",
+        "gan_mode": "vanilla", "lambda_L1": 100.0,
+        "lr": 2e-4, "beta1": 0.5, "decay_fraction": 0.5,
+        "batch_size": 16, "steps": 1000, "num_train": 2000,
+        "save_every": 500, "log_every": 50,
+        "init_type": "normal", "init_gain": 0.02,
+    },
+}
+
+
+def set_requires_grad(nets: Sequence[nn.Module], requires_grad: bool) -> None:
+    """Freeze or unfreeze networks (the official ``set_requires_grad``: D is frozen for the G step)."""
+    for net in nets:
+        for p in net.parameters():
+            p.requires_grad_(requires_grad)
+
+
+class TranslationTrainer:
+    """Shared training loop of the pix2pix and CycleGAN recipes.
+
+    Files in ``out``:
+
+    * ``checkpoints/step_NNNNNN.safetensors``: every network (``<name>.<key>``);
+      ``checkpoints/step_NNNNNN.pt``: optimiser states (and image pools), saved from plain
+      tensors and containers and read back with ``torch.load(weights_only=True)``;
+      ``checkpoints/latest.json``: the step of the newest pair. The two newest pairs are kept.
+    * ``loss_log.jsonl``: one row per ``log_every`` steps, losses averaged over the window.
+    * ``generator.safetensors``: the final generator (floats in the recipe's ``export_dtype``)
+      with its architecture in the metadata (what :meth:`TranslationGenerator.load` reads);
+      ``train_summary.json``.
+
+    Determinism: everything random in step ``s`` (the global torch RNG for dropout, the data
+    order, the pool's coin flips) is seeded from ``derive_seed(model, 'train', seed, s, ...)``,
+    so ``--resume`` from any checkpoint continues exactly as an uninterrupted run would (on
+    the same machine and thread count; CPU float sums are not bitwise stable across them).
+    """
+
+    model_name = "pix2pix"
+    configs: dict[str, dict] = PIX2PIX_CONFIGS
+
+    def __init__(self, task, config: str, out, resume: bool, steps: int | None, seed: int, device: str, log):
+        if config not in self.configs:
+            raise CgmbenchError(f"{self.model_name} has no training recipe {config!r}",
+                                f"recipes: {', '.join(self.configs)}")
+        self.cfg = dict(self.configs[config])
+        if task.name not in self.cfg["tasks"]:
+            raise CgmbenchError(f"the {self.model_name} recipe {config!r} is for task(s) {list(self.cfg['tasks'])}, "
+                                f"not {task.name}")
+        if steps is not None:
+            if steps < 1:
+                raise CgmbenchError(f"--steps must be >= 1, got {steps}")
+            self.cfg["steps"] = int(steps)
+        self.task, self.config_name, self.out = task, config, Path(out)
+        self.resume, self.seed, self.device, self.log = resume, int(seed), device, log
+        self.res = int(task.resolution)
+
+    @staticmethod
+    def make(model_name: str, *args) -> "TranslationTrainer":
+        if model_name == "cyclegan":
+            from baselines.cyclegan import CycleGANTrainer
+
+            return CycleGANTrainer(*args)
+        return Pix2PixTrainer(*args)
+
+    # -- pieces a recipe defines ---------------------------------------------------------
+
+    def build(self) -> None:
+        """Create ``self.nets`` (name -> module) and ``self.optimizers`` (name -> Adam)."""
+        raise NotImplementedError
+
+    def load_data(self) -> None:
+        raise NotImplementedError
+
+    def train_step(self, step: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    def export_name(self) -> str:
+        return "G"
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    # -- shared helpers ------------------------------------------------------------------
+
+    def rng_seed(self, *parts) -> int:
+        return derive_seed(self.model_name, "train", self.seed, *parts)
+
+    def to_net(self, images: torch.Tensor) -> torch.Tensor:
+        return images.to(self.device).float() / 127.5 - 1.0
+
+    def epoch_indices(self, step: int, n: int) -> np.ndarray:
+        """Rows of batch ``step``: a fresh permutation of the ``n`` items each epoch (``drop_last``)."""
+        bs = self.cfg["batch_size"]
+        per_epoch = max(1, n // bs)
+        epoch, k = divmod(step, per_epoch)
+        perm = numpy_rng(self.rng_seed("epoch", epoch)).permutation(n)
+        return perm[k * bs:(k + 1) * bs]
+
+    def adam(self, params) -> torch.optim.Adam:
+        return torch.optim.Adam(params, lr=self.cfg["lr"], betas=(self.cfg["beta1"], 0.999))
+
+    def lr_at(self, step: int) -> float:
+        """Official ``linear`` policy with steps as epochs: constant, then linear decay to ~0."""
+        total = self.cfg["steps"]
+        n_decay = int(round(total * self.cfg["decay_fraction"]))
+        return self.cfg["lr"] * linear_decay_lambda(total - n_decay, n_decay)(step)
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    def save_checkpoint(self, step: int) -> None:
+        from safetensors.torch import save_file
+
+        from cgmbench.atomic import atomic_write_json
+
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tensors = {f"{name}.{k}": v.detach().cpu().contiguous()
+                   for name, net in self.nets.items() for k, v in net.state_dict().items()}
+        stem = f"step_{step:06d}"
+        save_file(tensors, str(self.ckpt_dir / f"{stem}.safetensors"))
+        state = {"optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()}, **self.extra_state()}
+        torch.save(state, self.ckpt_dir / f"{stem}.pt")
+        atomic_write_json(self.ckpt_dir / "latest.json", {
+            "step": step, "weights": f"{stem}.safetensors", "state": f"{stem}.pt", "model": self.model_name,
+            "config": self.config_name, "seed": self.seed, "steps": self.cfg["steps"]})
+        for old in sorted(self.ckpt_dir.glob("step_*.safetensors"))[:-2]:
+            old.unlink()
+            old.with_suffix(".pt").unlink(missing_ok=True)
+
+    def restore(self) -> int:
+        """Load the newest checkpoint; returns the number of steps already done (0 if none)."""
+        from safetensors.torch import load_file
+
+        latest = self.ckpt_dir / "latest.json"
+        if not latest.is_file():
+            if self.resume:
+                self.log(f"{self.out}: no checkpoint yet, starting from step 0")
+            return 0
+        meta = _json.loads(latest.read_text())
+        if not self.resume:
+            raise CgmbenchError(f"{self.out} already holds a training run (step {meta['step']})",
+                                "continue it with --resume, or choose another --out")
+        if (meta.get("model"), meta.get("config"), meta.get("seed")) != (self.model_name, self.config_name, self.seed):
+            raise CgmbenchError(f"{self.out} holds a {meta.get('model')} run with config {meta.get('config')!r} "
+                                f"and seed {meta.get('seed')}", "--resume continues only the same model, config "
+                                "and seed")
+        tensors = load_file(str(self.ckpt_dir / meta["weights"]), device="cpu")
+        for name, net in self.nets.items():
+            sd = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
+            net.load_state_dict(sd, strict=True)
+        state = torch.load(self.ckpt_dir / meta["state"], map_location=self.device, weights_only=True)
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        self.load_extra_state(state)
+        self.log(f"{self.out}: resumed at step {meta['step']}")
+        return int(meta["step"])
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        import time
+
+        from safetensors.torch import save_file
+
+        from cgmbench.atomic import atomic_write_json
+        from cgmbench.weights import sha256_file
+
+        cfg = self.cfg
+        if cfg["save_every"] % cfg["log_every"]:
+            raise ValueError("save_every must be a multiple of log_every (log windows restart at checkpoints)")
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        torch.manual_seed(self.rng_seed("init"))
+        self.build()
+        for net in self.nets.values():
+            net.to(self.device).train()
+        start = self.restore()
+        self.load_data()
+        log_path = self.out / "loss_log.jsonl"
+        rows = []
+        if log_path.is_file():  # keep the rows up to the checkpoint: the log equals an uninterrupted run's
+            rows = [r for r in map(_json.loads, log_path.read_text().splitlines()) if r["step"] <= start]
+        self.out.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("".join(_json.dumps(r) + "\n" for r in rows))
+        window: dict[str, float] = {}
+        count = 0
+        for step in range(start, cfg["steps"]):
+            lr = self.lr_at(step)
+            for opt in self.optimizers.values():
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            torch.manual_seed(self.rng_seed("step", step))
+            losses = self.train_step(step)
+            for k, v in losses.items():
+                window[k] = window.get(k, 0.0) + v
+            count += 1
+            done = step + 1
+            if done % cfg["log_every"] == 0 or done == cfg["steps"]:
+                row = {"step": done, "lr": lr, **{k: round(v / count, 6) for k, v in window.items()}}
+                with open(log_path, "a") as f:
+                    f.write(_json.dumps(row) + "\n")
+                self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+                rows.append(row)
+                window, count = {}, 0
+            if done % cfg["save_every"] == 0 or done == cfg["steps"]:
+                self.save_checkpoint(done)
+
+        net = self.nets[self.export_name()]
+        path = self.out / "generator.safetensors"
+        meta = {"cgmbench.architecture": _json.dumps(cfg["generator"], sort_keys=True),
+                "cgmbench.resolution": str(self.res), "cgmbench.model": self.model_name,
+                "cgmbench.task": self.task.name, "cgmbench.config": self.config_name,
+                "cgmbench.steps": str(cfg["steps"]), "cgmbench.seed": str(self.seed)}
+        dtype = getattr(torch, cfg.get("export_dtype", "float32"))
+        save_file({k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+                   for k, v in net.state_dict().items()}, str(path), metadata=meta)
+        atomic_write_json(self.out / "train_summary.json", {
+            "model": self.model_name, "task": self.task.name, "config": self.config_name, "seed": self.seed,
+            "steps": cfg["steps"], "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
+            "final_losses": rows[-1] if rows else None, "generator": path.name, "sha256": sha256_file(path),
+            "command": (f"cgmbench train --model {self.model_name} --task {self.task.name} --config "
+                        f"{self.config_name} --seed {self.seed} --out OUT"),
+            "seconds_this_session": round(time.perf_counter() - t0, 1),
+            "cpu_seconds_this_session": round(time.process_time() - cpu0, 1), "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        })
+        return path
+
+
+class Pix2PixTrainer(TranslationTrainer):
+    """pix2pix (paper §3.3): per step, ``fake_B = G(A)``; D step on ``cat(A, B)`` vs ``cat(A, fake_B)``;
+    then G step on ``GAN(D(cat(A, fake_B)), real) + λ_L1·‖fake_B − B‖₁``."""
+
+    model_name = "pix2pix"
+    configs = PIX2PIX_CONFIGS
+
+    def build(self) -> None:
+        cfg = self.cfg
+        G = init_weights(build_generator(cfg["generator"]), cfg["init_type"], cfg["init_gain"])
+        D = define_D(6, cfg["ndf"], cfg["netD"], cfg["n_layers_D"], cfg["norm_D"], cfg["init_type"], cfg["init_gain"])
+        self.nets = {"G": G, "D": D}
+        self.optimizers = {"G": self.adam(G.parameters()), "D": self.adam(D.parameters())}
+        self.criterionGAN = GANLoss(cfg["gan_mode"]).to(self.device)
+
+    def load_data(self) -> None:
+        self.A, self.B = paired_training_data(self.task, self.cfg["num_train"])
+
+    def train_step(self, step: int) -> dict[str, float]:
+        G, D = self.nets["G"], self.nets["D"]
+        idx = torch.from_numpy(self.epoch_indices(step, len(self.A)))
+        real_A, real_B = self.to_net(self.A[idx]), self.to_net(self.B[idx])
+        fake_B = G(real_A)
+        set_requires_grad([D], True)
+        self.optimizers["D"].zero_grad()
+        d = pix2pix_discriminator_loss(D, real_A, real_B, fake_B, self.criterionGAN)
+        d["D"].backward()
+        self.optimizers["D"].step()
+        set_requires_grad([D], False)
+        self.optimizers["G"].zero_grad()
+        g = pix2pix_generator_loss(D, real_A, real_B, fake_B, self.criterionGAN, self.cfg["lambda_L1"])
+        g["G"].backward()
+        self.optimizers["G"].step()
+        return {"G_GAN": g["G_GAN"].item(), "G_L1": g["G_L1"].item(), "D_real": d["D_real"].item(),
+                "D_fake": d["D_fake"].item()}
+
+
+def paired_training_data(task, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, B)`` uint8 ``[n, 3, H, W]`` of the task's train split: conditions and their true targets."""
+    from cgmbench.sources import open_source
+
+    src = open_source(task, "conditions", split="train")
+    idx = list(range(min(n, len(src))))
+    A = src.conditions(idx).images
+    B = torch.from_numpy(np.ascontiguousarray(src.references(idx)))
+    return A.contiguous(), B.contiguous()

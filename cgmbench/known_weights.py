@@ -50,5 +50,12 @@ for _name in ("horse2zebra", "zebra2horse", "monet2photo", "style_monet", "citys
 register_file(KnownFile(
     name="inception-v3", filename="weights-inception-2015-12-05-6726825d.pth",
     url="https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
+    sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2", size=95_628_359,
     sha256_prefix="6726825d", license="Apache-2.0 (TF Inception 2015-12-05, ported by torch-fidelity)",
     description="FID Inception-v3 (TF 2015-12-05 graph) as torch-fidelity's state_dict"))
+register_file(KnownFile(
+    name="sd-vae-ft-ema", filename="sd-vae-ft-ema.safetensors", hub_id="stabilityai/sd-vae-ft-ema",
+    url="https://huggingface.co/stabilityai/sd-vae-ft-ema/resolve/main/diffusion_pytorch_model.safetensors",
+    license="MIT",
+    description=("Stable Diffusion KL-f8 VAE with the ft-EMA decoder (DiT's sample.py --vae ema); diffusers naming, "
+                 "converted to CompVis names on load by cgmbench.diffusion.latent")))

@@ -13,6 +13,8 @@ digits          scikit-learn's bundled 8x8 digits, upsampled (class-conditional;
 prompts         a prompt suite shipped in the package (DrawBench, PartiPrompts, GenEval,
                 T2I-CompBench, COCO-2014 caption lists); oracle from a local image folder
 image-folder    a folder of image files (references, translation sources)
+pix2pix-ab      the official pix2pix datasets: A|B side by side (cgmbench.translation_data)
+cyclegan-unpaired  the official CycleGAN datasets: testA/ and testB/ folders
 labels          class labels only, uniform: item i has label i % num_classes (ImageNet protocol)
 photos          the photos bundled with scikit-learn / scikit-image (inpainting)
 ==============  ===========================================================================
@@ -45,6 +47,8 @@ SOURCES = {
     "image-folder": "cgmbench.sources:ImageFolderSource",
     "photos": "cgmbench.sources:PhotoSource",
     "labels": "cgmbench.sources:LabelSource",
+    "pix2pix-ab": "cgmbench.translation_data:PairedABSource",
+    "cyclegan-unpaired": "cgmbench.translation_data:UnpairedSource",
 }
 
 
