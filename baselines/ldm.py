@@ -369,3 +369,14 @@ def load_compvis_unet_vae(
     load_state_dict_strict(unet, parts["diffusion_model"], "UNetModel (model.diffusion_model.)", assign=True)
     load_state_dict_strict(vae, parts["first_stage_model"], "AutoencoderKL (first_stage_model.)", assign=True)
     return unet.eval(), vae.eval(), parts
+
+
+
+def __getattr__(name: str):
+    """``LDMGenerator`` lives in :mod:`baselines.ldm_generator` (which imports this module); the entry point
+    ``ldm = "baselines.ldm:LDMGenerator"`` resolves through this lazy attribute (PEP 562)."""
+    if name == "LDMGenerator":
+        from baselines.ldm_generator import LDMGenerator
+
+        return LDMGenerator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -863,3 +863,13 @@ def diffusers_to_original(state_dict: Mapping[str, torch.Tensor]) -> dict[str, t
             raise ValueError(f"incomplete q/k/v projections for {key!r}: need all of q, k and v")
         out[key] = torch.cat(parts, dim=0)
     return out
+
+
+def __getattr__(name: str):
+    """``SD3Generator`` lives in :mod:`baselines.sd3_generator` (which imports this module); the entry point
+    ``sd3 = "baselines.sd3:SD3Generator"`` resolves through this lazy attribute (PEP 562)."""
+    if name == "SD3Generator":
+        from baselines.sd3_generator import SD3Generator
+
+        return SD3Generator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

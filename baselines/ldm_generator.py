@@ -1,0 +1,546 @@
+"""``LDMGenerator``: Latent Diffusion text-to-image sampling (CompVis DDIM) and its tiny training recipe.
+
+A latent diffusion model is three networks (Rombach et al. 2022):
+
+* the first stage, a KL-regularised autoencoder (:class:`AutoencoderKL`): ``z = scale_factor * E(x)``;
+* the conditioner (``cond_stage_model``), a text encoder giving the cross-attention context ``c``;
+* the denoiser, the CompVis :class:`UNetModel` predicting ``eps`` from ``(z_t, t, c)``.
+
+Sampling is the CompVis ``DDIMSampler`` (:class:`cgmbench.diffusion.DDIMSampler`: timesteps
+``range(0, 1000, 1000 // S) + 1``, last step to ``alphas_cumprod[0]``), then ``x = D(z / scale_factor)``.
+
+Knobs (suite conventions, :mod:`cgmbench.guidance`):
+
+* ``guidance_scale`` ``w``: CompVis ``unconditional_guidance_scale``, ``e = e_u + w (e_c - e_u)`` with
+  the empty prompt ``""`` as the unconditional input (w = 1 skips the unconditional pass);
+* ``steps``: DDIM steps ``S`` (the official COCO protocol uses 250);
+* ``eta``: DDIM stochasticity (0 = deterministic).
+
+Randomness: sample ``i``'s initial latent and (for ``eta > 0``) every step's noise are drawn from
+``torch_generator(seeds[i])`` alone, so a sample does not depend on its batch.
+
+Variants
+--------
+``shapes-t2i-tiny`` (shipped, ``cgmbench/weights/ldm-shapes-t2i-tiny.safetensors``): a KL-f4 autoencoder
+(32x32x3 -> 8x8x8), a 1M-parameter U-Net and a word-level text encoder
+(:class:`baselines.text_encoders.ShapesWordEncoder`) trained jointly on ``shapes-t2i`` by
+``cgmbench train --model ldm --task shapes-t2i --config tiny``. ``scale_factor`` is computed as in
+LDM's ``scale_by_std`` (1 / std of the first-stage latents) and stored with the weights.
+
+``txt2img-f8-large`` (official, ``cgmbench weights fetch ldm:txt2img-f8-large``): LDM-KL-8-G, SD's KL-f8
+autoencoder (``scale_factor`` 0.18215), a 1280-d-context U-Net; the U-Net and autoencoder load strictly,
+but its LDM-BERT conditioner is not implemented here (a :class:`CgmbenchError` says so);
+:meth:`LDMGenerator.from_parts` accepts any other text encoder.
+
+The first section of this module is the training plumbing shared with :mod:`baselines.sd3_generator`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from baselines.ldm import (
+    LDM_TXT2IMG_F8_LARGE_UNET_CONFIG,
+    SD1_VAE_CONFIG,
+    SD_LATENT_SCALE,
+    AutoencoderKL,
+    UNetModel,
+    load_compvis_unet_vae,
+    load_ldm_checkpoint,
+    load_state_dict_strict,
+    split_compvis_checkpoint,
+)
+from baselines.text_encoders import (
+    LDMBertEncoder,
+    ShapesWordEncoder,
+    ShapesWordEncoderConfig,
+    TextEncoder,
+    check_prompts,
+)
+from cgmbench.atomic import atomic_write_json
+from cgmbench.diffusion import DDIMSampler, PerSampleNoise, ldm_alphas_cumprod, per_sample_noise
+from cgmbench.errors import CgmbenchError
+from cgmbench.generator import CheckpointInfo, Generator, Knob, to_uint8
+from cgmbench.seeding import derive_seed, torch_generator
+from cgmbench.weights import resolve, sha256_file, shipped, shipped_dir
+
+__all__ = [
+    "shapes_t2i_training_set", "caption_dropout", "TrainLoop", "save_shipped", "read_shipped",
+    "LDM_VARIANTS", "LDM_TINY_CONFIGS", "LDMGenerator", "build_tiny_ldm",
+]
+
+# ============================================================================ shared training plumbing
+#
+# * shapes_t2i_training_set: items 0..n-1 of the task's ``train`` split, rendered, with their captions;
+# * TrainLoop: AdamW + EMA, checkpoint ``<name>.state.pt`` every ``save_every`` steps (plain tensors and
+#   containers, read back with torch.load(weights_only=True)), a JSONL loss log, exact resumption (step k's
+#   randomness comes only from derive_seed(seed, name, k));
+# * save_shipped / read_shipped: the release file (EMA weights as float16, config in the safetensors
+#   metadata) and its JSON card (command, config, steps, final loss, sha256).
+
+def shapes_t2i_training_set(task, n: int) -> tuple[torch.Tensor, list[str]]:
+    """Items ``0..n-1`` of the ``train`` split of a shapes text-to-image task: images and captions."""
+    from cgmbench.sources import open_source
+
+    if task.kind != "text-to-image" or task.conditions.get("source") != "shapes":
+        raise CgmbenchError(f"the tiny text-to-image recipes train on the shapes world; task {task.name!r} "
+                            f"is {task.kind} from {task.conditions.get('source')!r}", "use --task shapes-t2i")
+    source = open_source(task, "conditions", split="train")
+    n = min(int(n), len(source))
+    indices = list(range(n))
+    images = torch.from_numpy(np.ascontiguousarray(source.references(indices)))
+    texts = [source.item(i)["text"] for i in indices]
+    return images, texts
+
+
+def caption_dropout(texts: list[str], p: float, generator: torch.Generator) -> list[str]:
+    """Replace each caption by ``""`` with probability ``p`` (so the model also learns the unconditional
+    prediction that classifier-free guidance needs)."""
+    drop = torch.rand(len(texts), generator=generator) < p
+    return ["" if d else t for t, d in zip(texts, drop.tolist())]
+
+
+def to_float_image(x: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[B, 3, H, W]`` -> float in [-1, 1]."""
+    return x.float() / 127.5 - 1.0
+
+
+class TrainLoop:
+    """Deterministic, resumable training of ``modules`` (a dict of name -> nn.Module) with AdamW + EMA.
+
+    ``step_fn(modules, batch_generator, step) -> loss`` computes the loss of one step; the loop does
+    warm-up, clipping, the optimizer and EMA updates, logging and checkpoints.
+    """
+
+    def __init__(self, name: str, out: Path, modules: dict[str, nn.Module], *, lr: float, warmup: int,
+                 ema_decay: float, seed: int, save_every: int = 100, log: Callable = print,
+                 weight_decay: float = 0.0, grad_clip: float = 1.0):
+        self.name, self.out, self.modules, self.seed, self.log = name, Path(out), modules, seed, log
+        self.lr, self.warmup, self.ema_decay, self.grad_clip = lr, warmup, ema_decay, grad_clip
+        self.save_every = save_every
+        params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        self.ema = {k: copy.deepcopy(m).eval().requires_grad_(False) for k, m in modules.items()}
+        self.step = 0
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.out / f"{name}.state.pt"
+        self.log_path = self.out / f"{name}.loss.jsonl"
+
+    def resume(self) -> bool:
+        if not self.state_path.is_file():
+            return False
+        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        for k, m in self.modules.items():
+            m.load_state_dict(state["model"][k])
+            self.ema[k].load_state_dict(state["ema"][k])
+        self.opt.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.log(f"[{self.name}] resumed at step {self.step} from {self.state_path}")
+        # drop log lines written after the checkpoint (they will be recomputed identically)
+        if self.log_path.is_file():
+            lines = [ln for ln in self.log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]
+            self.log_path.write_text("".join(ln + "\n" for ln in lines))
+        return True
+
+    def save(self) -> None:
+        state = {"model": {k: m.state_dict() for k, m in self.modules.items()},
+                 "ema": {k: m.state_dict() for k, m in self.ema.items()},
+                 "optimizer": self.opt.state_dict(), "step": self.step}
+        tmp = self.state_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.state_path)
+
+    def run(self, total_steps: int, step_fn: Callable) -> float:
+        for m in self.modules.values():
+            m.train()
+        t0, recent = time.perf_counter(), []
+        with open(self.log_path, "a") as logf:
+            while self.step < total_steps:
+                g = torch_generator(derive_seed("cgmbench-train", self.name, self.seed, self.step))
+                lr = self.lr * min(1.0, (self.step + 1) / max(1, self.warmup))
+                for group in self.opt.param_groups:
+                    group["lr"] = lr
+                loss = step_fn(self.modules, g, self.step)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                params = [p for group in self.opt.param_groups for p in group["params"]]
+                torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                self.opt.step()
+                self.step += 1
+                decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))
+                with torch.no_grad():
+                    for k, m in self.modules.items():
+                        for pe, p in zip(self.ema[k].parameters(), m.parameters()):
+                            pe.mul_(decay).add_(p.detach(), alpha=1 - decay)
+                        for be, b in zip(self.ema[k].buffers(), m.buffers()):
+                            be.copy_(b)
+                recent.append(loss.item())
+                logf.write(json.dumps({"step": self.step, "loss": recent[-1], "lr": lr}) + "\n")
+                if self.step % 50 == 0 or self.step == total_steps:
+                    logf.flush()
+                    rate = (time.perf_counter() - t0) / max(1, len(recent))
+                    self.log(f"[{self.name}] step {self.step}/{total_steps} loss {np.mean(recent[-50:]):.4f} "
+                             f"({rate:.2f} s/step)")
+                if self.step % self.save_every == 0 or self.step == total_steps:
+                    self.save()
+        for m in self.modules.values():
+            m.eval()
+        return self.final_loss()
+
+    def final_loss(self, last: int = 100) -> float:
+        if not self.log_path.is_file():
+            return float("nan")
+        vals = [json.loads(ln)["loss"] for ln in self.log_path.read_text().splitlines() if ln]
+        return float(np.mean(vals[-last:])) if vals else float("nan")
+
+
+def save_shipped(path: Path, tensors: dict[str, torch.Tensor], config: dict, card: dict) -> Path:
+    """Write ``path`` (.safetensors, float16 floating tensors, ``config`` as JSON metadata) and the JSON card."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    out = {k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous()
+           for k, v in tensors.items()}
+    save_file(out, str(path), metadata={"cgmbench_config": json.dumps(config, sort_keys=True), "format": "pt"})
+    card = dict(card, file=path.name, sha256=sha256_file(path), bytes=path.stat().st_size, config=config,
+                dtype="float16 (trained in float32)")
+    atomic_write_json(path.with_suffix(".json"), card)
+    return path
+
+
+def read_shipped(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(float32 tensors, config)`` of a file written by :func:`save_shipped`."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        meta = f.metadata() or {}
+        if "cgmbench_config" not in meta:
+            raise CgmbenchError(f"{path} is not a cgmbench shipped checkpoint (no cgmbench_config metadata)")
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    return tensors, json.loads(meta["cgmbench_config"])
+
+
+# ============================================================================ LDM variants
+
+#: Official checkpoints: registry name, network configs, latent geometry and the paper's sampling protocol.
+LDM_VARIANTS: dict[str, dict] = {
+    "txt2img-f8-large": dict(
+        weights="ldm:txt2img-f8-large", unet_config=LDM_TXT2IMG_F8_LARGE_UNET_CONFIG, vae_config=SD1_VAE_CONFIG,
+        scale_factor=SD_LATENT_SCALE, linear_start=0.00085, linear_end=0.012, resolution=256,
+        defaults=dict(guidance_scale=1.5, steps=250, eta=0.0),
+        description="LDM-KL-8-G txt2img (1.45B, LAION-400M); COCO FID-30K 12.63 at w=1.5, 250 DDIM steps"),
+}
+
+#: The tiny shapes-t2i configuration (``--config tiny``).
+LDM_TINY_CONFIGS: dict[str, dict] = {
+    "tiny": dict(
+        resolution=32,
+        vae=dict(embed_dim=8, ddconfig=dict(double_z=True, z_channels=8, resolution=32, in_channels=3, out_ch=3,
+                                            ch=32, ch_mult=[1, 1, 2], num_res_blocks=1, attn_resolutions=[],
+                                            dropout=0.0)),
+        unet=dict(image_size=8, in_channels=8, out_channels=8, model_channels=32, attention_resolutions=[1, 2],
+                  num_res_blocks=1, channel_mult=[1, 2], num_heads=4, use_spatial_transformer=True,
+                  transformer_depth=1, context_dim=64, legacy=False),
+        text_encoder=dict(context_length=16, width=64, layers=2, heads=4),
+        linear_start=0.00085, linear_end=0.012,
+        train=dict(items=10000, batch_size=32, vae_steps=300, vae_lr=1e-3, kl_weight=1e-6, unet_steps=2400,
+                   lr=5e-4, warmup=100, ema_decay=0.999, caption_dropout=0.1),
+        defaults=dict(guidance_scale=3.0, steps=25, eta=0.0),
+    ),
+}
+
+SHIPPED_LDM = {"shapes-t2i-tiny": ("ldm-shapes-t2i-tiny.safetensors", "tiny")}
+
+
+def build_tiny_ldm(config: dict) -> tuple[UNetModel, AutoencoderKL, ShapesWordEncoder]:
+    """The three networks of a tiny configuration (randomly initialised, official init of each)."""
+    unet = UNetModel(**config["unet"])
+    vae = AutoencoderKL(**config["vae"])
+    text = ShapesWordEncoder(ShapesWordEncoderConfig(**config["text_encoder"]))
+    return unet, vae, text
+
+
+def _knobs(defaults: dict) -> tuple[Knob, ...]:
+    return (
+        Knob("guidance_scale", float(defaults["guidance_scale"]),
+             "classifier-free guidance w (CompVis unconditional_guidance_scale): e_u + w (e_c - e_u); 1 = none",
+             minimum=0.0, maximum=50.0),
+        Knob("steps", int(defaults["steps"]), "DDIM steps (CompVis uniform discretisation, +1 offset)", kind="int",
+             minimum=1, maximum=1000),
+        Knob("eta", float(defaults["eta"]), "DDIM eta: 0 deterministic, 1 DDPM-like ancestral noise",
+             minimum=0.0, maximum=1.0),
+    )
+
+
+# ============================================================================ the generator
+
+
+class LDMGenerator(Generator):
+    """Latent diffusion text-to-image (see the module docstring)."""
+
+    condition_kinds = frozenset({"text"})
+    knobs = _knobs(LDM_TINY_CONFIGS["tiny"]["defaults"])
+    #: samples run through the networks this many at a time. 1 (default) makes every sample bit-identical
+    #: whatever batch it arrives in (CPU conv/matmul kernels round differently for other batch sizes);
+    #: larger is faster on a GPU and may differ in the last bits.
+    micro_batch: int = 1
+    description = "Latent Diffusion (CompVis): KL autoencoder + cross-attention U-Net + text encoder, DDIM sampling"
+
+    def __init__(self, unet: UNetModel, vae: AutoencoderKL, text_encoder: TextEncoder, *, scale_factor: float,
+                 alphas_cumprod: torch.Tensor, resolution: int, defaults: dict, checkpoint: CheckpointInfo | None,
+                 device: str = "cpu"):
+        super().__init__((resolution, resolution), checkpoint=checkpoint, device=device)
+        self.unet = unet.to(device).eval()
+        self.vae = vae.to(device).eval()
+        self.text_encoder = text_encoder
+        if isinstance(text_encoder, nn.Module):
+            text_encoder.to(device).eval()
+        self.scale_factor = float(scale_factor)
+        self.alphas_cumprod = torch.as_tensor(alphas_cumprod, dtype=torch.float32)
+        self.knobs = _knobs(defaults)
+        factor = 2 ** (len(vae.encoder.down) - 1) if hasattr(vae, "encoder") else 8
+        self.latent_shape = (vae.embed_dim, resolution // factor, resolution // factor)
+        #: prompts seen and prompts cut to the text encoder's context length, summed over generate() calls
+        self.run_info = {"prompts": 0, "truncated": 0}
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def variants(cls) -> dict[str, str]:
+        out = {name: "shipped: tiny LDM trained on shapes-t2i (32x32), KL-f4 latents, word-level text encoder"
+               for name in SHIPPED_LDM}
+        out.update({name: v["description"] + f" (weights {v['weights']})" for name, v in LDM_VARIANTS.items()})
+        return out
+
+    @classmethod
+    def load(cls, task, variant=None, checkpoint=None, device="cpu") -> "LDMGenerator":
+        if checkpoint is not None:
+            path = Path(checkpoint)
+            if not path.is_file():
+                raise CgmbenchError(f"checkpoint {path} does not exist")
+            if path.suffix == ".safetensors" and _is_cgmbench_file(path):
+                model = cls.from_shipped_file(path, CheckpointInfo(path.stem, sha256_file(path), str(path), "file"),
+                                              device)
+            else:
+                model = cls.from_compvis(path, variant or "txt2img-f8-large", device=device,
+                                         info=CheckpointInfo(path.stem, sha256_file(path), str(path), "file"))
+        elif variant is None:
+            raise CgmbenchError(f"task {task.name!r} names no default ldm checkpoint",
+                                f"choose one: --model ldm:{{{','.join(cls.variants())}}}")
+        elif variant in SHIPPED_LDM:
+            filename = SHIPPED_LDM[variant][0]
+            path, digest = shipped(filename)
+            model = cls.from_shipped_file(path, CheckpointInfo(f"ldm:{variant}", digest, str(path), "shipped"),
+                                          device)
+        elif variant in LDM_VARIANTS:
+            spec = LDM_VARIANTS[variant]
+            path, digest = resolve(spec["weights"])
+            model = cls.from_compvis(path, variant, device=device,
+                                     info=CheckpointInfo(spec["weights"], digest, str(path), "official"))
+        else:
+            raise CgmbenchError(f"unknown ldm checkpoint {variant!r}", f"known: {', '.join(cls.variants())}")
+        if model.resolution != (task.resolution, task.resolution):
+            raise CgmbenchError(f"ldm checkpoint {model.checkpoint.name} makes {model.resolution[0]}x"
+                                f"{model.resolution[1]} images, task {task.name} needs {task.resolution}x"
+                                f"{task.resolution}", "choose a checkpoint trained for this task")
+        return model
+
+    @classmethod
+    def from_shipped_file(cls, path: Path, info: CheckpointInfo, device: str = "cpu") -> "LDMGenerator":
+        """A cgmbench-trained checkpoint: CompVis prefixes plus ``cond_stage_model.`` = the word encoder."""
+        tensors, config = read_shipped(path)
+        if config.get("model") != "ldm":
+            raise CgmbenchError(f"{path} is a {config.get('model')!r} checkpoint, not an ldm one")
+        unet, vae, text = build_tiny_ldm(config)
+        parts = split_compvis_checkpoint(tensors)
+        try:
+            load_state_dict_strict(unet, parts["diffusion_model"], "UNetModel (model.diffusion_model.)")
+            load_state_dict_strict(vae, parts["first_stage_model"], "AutoencoderKL (first_stage_model.)")
+            load_state_dict_strict(text, parts["cond_stage_model"], "ShapesWordEncoder (cond_stage_model.)")
+        except ValueError as e:
+            raise CgmbenchError(f"{path}: {e}") from None
+        scale = float(parts["buffers"]["scale_factor"]) if "scale_factor" in parts["buffers"] else 1.0
+        acp = ldm_alphas_cumprod(1000, config["linear_start"], config["linear_end"])
+        info = CheckpointInfo(info.name, info.sha256, info.path, info.source,
+                              extra={"config": config.get("name", "tiny"), "text_encoder": "ShapesWordEncoder"})
+        return cls(unet, vae, text, scale_factor=scale, alphas_cumprod=acp, resolution=config["resolution"],
+                   defaults=config["defaults"], checkpoint=info, device=device)
+
+    @classmethod
+    def load_compvis_parts(cls, path: str | Path, variant: str = "txt2img-f8-large"):
+        """``(unet, vae, parts)`` of an official CompVis checkpoint, loaded strictly (CgmbenchError on mismatch)."""
+        spec = LDM_VARIANTS[variant]
+        try:
+            sd = load_ldm_checkpoint(path)
+            return load_compvis_unet_vae(sd, spec["unet_config"], spec["vae_config"])
+        except ValueError as e:
+            raise CgmbenchError(f"{path} is not a {variant} LatentDiffusion checkpoint: {e}",
+                                f"fetch it with `cgmbench weights fetch {spec['weights']}`") from None
+
+    @classmethod
+    def from_compvis(cls, path, variant: str, *, device="cpu", info: CheckpointInfo | None = None,
+                     text_encoder: TextEncoder | None = None) -> "LDMGenerator":
+        """An official checkpoint. Without ``text_encoder`` its own conditioner is built, which for
+        txt2img-f8-large (LDM-BERT) raises a CgmbenchError: not implemented here."""
+        unet, vae, parts = cls.load_compvis_parts(path, variant)
+        if text_encoder is None:
+            text_encoder = LDMBertEncoder(parts["cond_stage_model"])
+        return cls.from_parts(unet, vae, text_encoder, variant=variant, checkpoint=info, device=device,
+                              buffers=parts["buffers"])
+
+    @classmethod
+    def from_parts(cls, unet, vae, text_encoder: TextEncoder, *, variant: str = "txt2img-f8-large",
+                   checkpoint: CheckpointInfo | None = None, device="cpu", buffers: dict | None = None,
+                   resolution: int | None = None) -> "LDMGenerator":
+        """Assemble a generator from networks (e.g. an official U-Net/VAE with another text encoder)."""
+        spec = LDM_VARIANTS[variant]
+        buffers = buffers or {}
+        acp = buffers.get("alphas_cumprod")
+        acp = acp.float() if acp is not None else ldm_alphas_cumprod(1000, spec["linear_start"], spec["linear_end"])
+        scale = float(buffers["scale_factor"]) if "scale_factor" in buffers else spec["scale_factor"]
+        return cls(unet, vae, text_encoder, scale_factor=scale, alphas_cumprod=acp,
+                   resolution=resolution or spec["resolution"], defaults=spec["defaults"], checkpoint=checkpoint,
+                   device=device)
+
+    # -- sampling -----------------------------------------------------------------------
+
+    def apply_model(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """``LatentDiffusion.apply_model``: eps prediction of the U-Net with cross-attention context ``c``."""
+        return self.unet(x, timesteps=t, context=c)
+
+    @torch.no_grad()
+    def encode_prompts(self, texts: Sequence[str]) -> tuple[torch.Tensor, dict]:
+        tokens, _, info = self.text_encoder.encode(list(texts))
+        return tokens.to(self.device, torch.float32), info
+
+    @torch.no_grad()
+    def generate(self, conditions, seeds, **knobs) -> torch.Tensor:
+        texts = check_prompts(conditions.texts, "ldm")
+        if len(seeds) != len(texts):
+            raise CgmbenchError(f"got {len(seeds)} seeds for {len(texts)} prompts")
+        k = self.resolve_knobs(knobs)
+        w, steps, eta = k["guidance_scale"], k["steps"], k["eta"]
+        c, info = self.encode_prompts(texts)
+        self.run_info["prompts"] += len(texts)
+        self.run_info["truncated"] += int(info.get("truncated", 0))
+        uc = self.encode_prompts([""] * len(texts))[0] if w != 1.0 else None
+        images = []
+        for lo in range(0, len(texts), self.micro_batch):
+            hi = min(lo + self.micro_batch, len(texts))
+            generators = [torch_generator(s) for s in seeds[lo:hi]]
+            x_T = per_sample_noise(generators, self.latent_shape, device=self.device)
+            sampler = DDIMSampler(self.apply_model, self.alphas_cumprod)
+            z, _ = sampler.sample(steps, hi - lo, self.latent_shape, conditioning=c[lo:hi], eta=eta, x_T=x_T,
+                                  unconditional_guidance_scale=w,
+                                  unconditional_conditioning=None if uc is None else uc[lo:hi],
+                                  step_noise=PerSampleNoise(generators, device=self.device), log_every_t=10**9)
+            images.append(self.vae.decode(z / self.scale_factor))
+        x = torch.cat(images)
+        return to_uint8(x).cpu()
+
+    # -- training -----------------------------------------------------------------------
+
+    @classmethod
+    def train(cls, task, config: str = "tiny", out=None, resume: bool = False, steps: int | None = None,
+              seed: int = 0, device: str = "cpu", log=print) -> Path:
+        """Train the tiny LDM on ``shapes-t2i``: first the KL autoencoder (pixel L1 + MSE + a small KL term;
+        the official LPIPS/GAN losses are left out), then ``scale_factor = 1 / std(z)`` (LDM ``scale_by_std``),
+        then the U-Net and the text encoder jointly (eps loss, uniform t, caption dropout for CFG).
+
+        ``steps`` overrides the U-Net steps. Writes ``OUT/ldm-shapes-t2i-tiny.safetensors`` (+ ``.json``),
+        ``OUT/*.state.pt`` checkpoints and ``OUT/*.loss.jsonl`` logs; returns the safetensors path.
+        """
+        if config not in LDM_TINY_CONFIGS:
+            raise CgmbenchError(f"unknown ldm training config {config!r}", f"known: {', '.join(LDM_TINY_CONFIGS)}")
+        cfg = copy.deepcopy(LDM_TINY_CONFIGS[config])
+        tc = cfg["train"]
+        if steps is not None:
+            tc["unet_steps"] = int(steps)
+        out = Path(out or f"runs/train/ldm-{task.name}-{config}")
+        if out.exists() and any(out.glob("*.state.pt")) and not resume:
+            raise CgmbenchError(f"{out} already holds a training run", "continue it with --resume or choose --out")
+        torch.manual_seed(seed)
+        t_start = time.perf_counter()
+        unet, vae, text = build_tiny_ldm(cfg)
+        images, texts = shapes_t2i_training_set(task, tc["items"])
+        x_all = images.float() / 127.5 - 1.0
+        n, bs = len(texts), tc["batch_size"]
+        log(f"[ldm] {n} training items; vae {sum(p.numel() for p in vae.parameters()):,} params, unet "
+            f"{sum(p.numel() for p in unet.parameters()):,}, text {sum(p.numel() for p in text.parameters()):,}")
+
+        # stage 1: the autoencoder
+        loop_vae = TrainLoop("vae", out, {"vae": vae}, lr=tc["vae_lr"], warmup=50, ema_decay=0.0, seed=seed, log=log)
+        if resume:
+            loop_vae.resume()
+
+        def vae_step(mods, g, step):
+            x = x_all[torch.randint(0, n, (bs,), generator=g)]
+            post = mods["vae"].encode(x)
+            rec = mods["vae"].decode(post.sample(g))
+            return (rec - x).abs().mean() + ((rec - x) ** 2).mean() + tc["kl_weight"] * post.kl().mean()
+
+        vae_loss = loop_vae.run(tc["vae_steps"], vae_step)
+        vae = loop_vae.modules["vae"].eval().requires_grad_(False)
+        with torch.no_grad():
+            moments = torch.cat([vae.encode(x_all[i:i + 256]).parameters for i in range(0, n, 256)])
+        mean, logvar = moments.chunk(2, dim=1)
+        std = torch.exp(0.5 * logvar.clamp(-30, 20))
+        g0 = torch_generator(derive_seed("cgmbench-train", "ldm-scale", seed))
+        z0 = mean[:1024] + std[:1024] * torch.randn(mean[:1024].shape, generator=g0)
+        scale_factor = float(1.0 / z0.flatten().std())
+        log(f"[ldm] vae loss {vae_loss:.4f}; scale_factor {scale_factor:.5f}")
+
+        # stage 2: the U-Net and the text encoder
+        acp = ldm_alphas_cumprod(1000, cfg["linear_start"], cfg["linear_end"])
+        loop = TrainLoop("unet", out, {"unet": unet, "text": text}, lr=tc["lr"], warmup=tc["warmup"],
+                         ema_decay=tc["ema_decay"], seed=seed, log=log)
+        if resume:
+            loop.resume()
+
+        def unet_step(mods, g, step):
+            idx = torch.randint(0, n, (bs,), generator=g)
+            z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale_factor
+            t = torch.randint(0, 1000, (bs,), generator=g)
+            eps = torch.randn(z.shape, generator=g)
+            a = acp[t].view(-1, 1, 1, 1)
+            z_t = a.sqrt() * z + (1 - a).sqrt() * eps
+            prompts = caption_dropout([texts[i] for i in idx.tolist()], tc["caption_dropout"], g)
+            c, _, _ = mods["text"].encode(prompts)
+            return ((mods["unet"](z_t, timesteps=t, context=c) - eps) ** 2).mean()
+
+        unet_loss = loop.run(tc["unet_steps"], unet_step)
+
+        tensors = {f"model.diffusion_model.{k}": v for k, v in loop.ema["unet"].state_dict().items()}
+        tensors.update({f"first_stage_model.{k}": v for k, v in vae.state_dict().items()})
+        tensors.update({f"cond_stage_model.{k}": v for k, v in loop.ema["text"].state_dict().items()})
+        tensors["scale_factor"] = torch.tensor(scale_factor)
+        release = dict(cfg, model="ldm", name=config)
+        release.pop("train")
+        card = {"model": "ldm", "variant": f"{task.name}-{config}",
+                "command": f"cgmbench train --model ldm --task {task.name} --config {config} --seed {seed} --out OUT"
+                           + (f" --steps {steps}" if steps is not None else ""),
+                "train_config": tc, "steps": {"vae": loop_vae.step, "unet": loop.step},
+                "final_loss": {"vae": vae_loss, "unet": unet_loss}, "scale_factor": scale_factor, "seed": seed,
+                "train_seconds": round(time.perf_counter() - t_start, 1), "torch": torch.__version__}
+        path = save_shipped(out / f"ldm-{task.name}-{config}.safetensors", tensors, release, card)
+        log(f"[ldm] wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+        return path
+
+
+def _is_cgmbench_file(path: Path) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return "cgmbench_config" in (f.metadata() or {})
+    except Exception:
+        return False
