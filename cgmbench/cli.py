@@ -14,6 +14,8 @@ import sys
 from . import __version__
 from .cli_extra import COMMANDS as EXTRA_COMMANDS
 from .cli_extra import register as register_extra_commands
+from .cli_metrics import COMMANDS as METRIC_COMMANDS
+from .cli_metrics import register as register_metric_commands
 from .errors import CgmbenchError
 
 DEMO_TASK = "shapes-t2i"
@@ -102,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default=None, help="folder for the runs (default: $CGMBENCH_RUNS)")
 
     register_extra_commands(sub)
+    register_metric_commands(sub)
     return p
 
 
@@ -235,6 +238,7 @@ def cmd_train(args) -> int:
 COMMANDS = {"run": cmd_run, "list": cmd_list, "info": cmd_info, "demo": cmd_demo, "weights": cmd_weights,
             "train": cmd_train}
 COMMANDS.update(EXTRA_COMMANDS)
+COMMANDS.update(METRIC_COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ Top-level fields::
     samples           {dir, format, sample_shape, batch_size_independent: true}
     samples_sha256    digest of the decoded samples in index order (any batch size / shard layout)
     metrics           {name: {... "value" or "overall": {"value", "ci95", "n"}, protocol/version ...}}
-    metrics_pending   metric names the task asks for that this cgmbench cannot compute yet
+    metrics_pending   "name: reason" for each metric the task asks for that could not be computed
     environment       cgmbench version and git commit, python, torch, CUDA, numpy, platform, device
     timings           wall-clock seconds per phase and UTC timestamps (of the last session of the run)
 

@@ -222,9 +222,12 @@ def validate_schema(rec: dict) -> None:
         else:
             v = _get(entry, "value", path, "number")
             _check_interval(entry, path, v)
+            network = entry.get("extractor") is not None  # psnr / ssim / fcn_score use no network
             for f in FEATURE_PROVENANCE:
                 kind = "integer" if f == "n" else "hex64" if f.endswith("sha256") else "string"
-                _get(entry, f, path, kind)
+                optional = (f in ("extractor", "weights_sha256") and not network) or (
+                    f == "reference_stats_sha256" and mname == "is")  # IS has no reference side
+                _get(entry, f, path, kind, optional=optional)
     pending = _get(rec, "metrics_pending", "$", "array", optional=True) or []
     for i, p in enumerate(pending):
         _check(p, f"$.metrics_pending[{i}]", "string")
@@ -286,8 +289,15 @@ def check_provenance(rec: dict):
             continue
         if entry["n"] != n:
             raise SubmissionRejected(f"{path}.n: {entry['n']} samples scored, the run has {n}")
-        for f in ("protocol", "extractor"):
-            want = task.metrics.get(f)
+        if entry.get("extractor") is None:  # pixel metrics: no extractor, no protocol to match
+            continue
+        from .scoring import CLIP_METRICS, default_clip_extractor
+
+        if mname in CLIP_METRICS:  # clip_score / cmmd: the task's CLIP extractor, its own preprocessing
+            wanted = {"extractor": default_clip_extractor(task)}
+        else:
+            wanted = {f: task.metrics.get(f) for f in ("protocol", "extractor")}
+        for f, want in wanted.items():
             if want is not None and entry[f] != want:
                 raise SubmissionRejected(f"{path}.{f}: {entry[f]!r}, but task {task.name} uses {want!r}")
         want = expected_extractor_sha256(entry["extractor"])

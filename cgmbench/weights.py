@@ -210,4 +210,4 @@ def shipped(filename: str) -> tuple[Path, str]:
 
 
 #: modules whose import registers KnownFiles (extractors, baselines)
-BUILTIN_REGISTRANTS: list[str] = ["cgmbench.known_weights"]
+BUILTIN_REGISTRANTS: list[str] = ["cgmbench.known_weights", "cgmbench.extractors.clip"]

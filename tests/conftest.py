@@ -7,11 +7,20 @@ checkout (CI lays a copy of ``shared/`` there). ``CGMBENCH_SHARED_DIR`` override
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Before any fixture (module-scoped ones included) runs: nothing in the test session may touch the user's
+# cache, runs folder or the network. Each test then gets its own CGMBENCH_HOME (below).
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="cgmbench-tests-"))
+os.environ["CGMBENCH_HOME"] = str(_SESSION_DIR / "home")
+os.environ["CGMBENCH_RUNS"] = str(_SESSION_DIR / "runs")
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ[_var] = "1"
 
 
 def shared_dir() -> Path:

@@ -26,7 +26,10 @@ from cgmbench.extractors import (
     tf32_disabled,
     to_uint8,
 )
+from cgmbench import weights as weights_registry
+from cgmbench.errors import CgmbenchError
 from cgmbench.extractors.resize import resize_bilinear_tf1, resize_pil_bicubic_float
+from cgmbench.weights import known_file
 
 TF_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity
 PT_FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid
@@ -234,14 +237,15 @@ def test_protocol_registry_records_name_and_description():
 
 def test_missing_official_weights_raise_clear_error(_isolated_home):
     destination = _isolated_home / "weights" / TF_WEIGHTS_NAME
-    with pytest.raises(FileNotFoundError) as info:
+    with pytest.raises(CgmbenchError) as info:
         get_extractor("inception-v3")
     message = str(info.value)
+    assert "\n" not in message  # the command line prints it as one line
     assert INCEPTION_WEIGHTS.url in message
     assert "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2" in message
     assert str(destination) in message
     assert "cgmbench weights fetch inception-v3" in message
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(CgmbenchError, match="does not exist"):
         FIDInceptionV3(weights_path=_isolated_home / "nowhere.pth")
 
 
@@ -251,12 +255,18 @@ def test_official_location_is_sha256_verified(_isolated_home, weights_file, monk
     shutil.copyfile(weights_file, destination)
     digest = sha256_file(weights_file)
 
+    # one registry: the extractor's spec reads file name, URL and sha256 from cgmbench.weights
+    official = known_file("inception-v3")
+    assert INCEPTION_WEIGHTS.filename == official.filename == TF_WEIGHTS_NAME
+    assert INCEPTION_WEIGHTS.sha256 == official.sha256 and official.size == 95_628_359
+
     # the random file is not the official one: refused at the official location
-    with pytest.raises(ValueError, match=f"sha256 {digest}, expected {INCEPTION_WEIGHTS.sha256}"):
+    with pytest.raises(CgmbenchError, match=f"sha256 {digest}, expected {INCEPTION_WEIGHTS.sha256}"):
         FIDInceptionV3()
 
     # pretend the random file is the official one: loaded from $CGMBENCH_HOME and marked official
-    monkeypatch.setattr(FIDInceptionV3, "weights_spec", dataclasses.replace(INCEPTION_WEIGHTS, sha256=digest))
+    monkeypatch.setitem(weights_registry._REGISTRY, "inception-v3", dataclasses.replace(official, sha256=digest))
+    assert INCEPTION_WEIGHTS.sha256 == digest
     ext = FIDInceptionV3(protocol="clean")
     assert ext.is_official_weights and ext.weights_sha256 == digest
     assert ext.weights_path == destination
@@ -302,8 +312,9 @@ def test_pickled_objects_are_refused(tmp_path):
 
 
 def test_unknown_extractor_name_lists_available():
-    with pytest.raises(ValueError, match=r"unknown feature extractor 'clip'.*inception-v3"):
+    with pytest.raises(ValueError, match=r"unknown feature extractor 'clip'.*inception-v3") as info:
         get_extractor("clip")
+    assert isinstance(info.value, CgmbenchError)  # the command line prints it as one line
 
 
 # ----------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def nothing_written(lb: Path) -> bool:
 def test_valid_submissions_with_store_and_png_zip(runs, lb, tmp_path):
     root, recs = runs
     res = sm.submit(root / "oracle" / "run.json", samples=root / "oracle", leaderboards=lb, log=lambda m: None)
-    assert res["rescored"] == {"judge": pytest.approx(1.0)}
+    assert res["rescored"]["judge"] == pytest.approx(1.0) and {"fid", "clip_score"} <= set(res["rescored"])
     stored = json.loads(res["path"].read_text())
     assert res["path"].parent == lb / TASK and stored["submission"]["samples_verified"] is True
     assert stored["identity_sha256"] == recs["oracle"]["identity_sha256"]

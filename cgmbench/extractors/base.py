@@ -15,6 +15,8 @@ duration of each forward pass and restores the caller's settings afterwards.
 
 from __future__ import annotations
 
+from cgmbench.extractors.errors import ExtractorError
+
 import contextlib
 from typing import Any, Iterator
 
@@ -48,6 +50,9 @@ class FeatureExtractor(nn.Module):
     feature_dim: int = 0
     weights_sha256: str | None = None
     is_official_weights: bool = False
+    #: bump when the meaning of the features changes (another layer, another preprocessing): it is part
+    #: of the reference-statistics cache key, so statistics of the old features are never reused
+    feature_version: str = "1"
 
     def train(self, mode: bool = True) -> "FeatureExtractor":
         return super().train(False)
@@ -73,6 +78,7 @@ class FeatureExtractor(nn.Module):
             "feature_dim": self.feature_dim,
             "weights_sha256": self.weights_sha256,
             "is_official_weights": self.is_official_weights,
+            "feature_version": self.feature_version,
             "tf32": False,
         }
 
@@ -82,5 +88,5 @@ def split_batches(images: torch.Tensor, batch_size: int | None) -> list[torch.Te
     if batch_size is None:
         return [images]
     if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        raise ExtractorError(f"batch_size must be a positive integer, got {batch_size}")
     return list(torch.split(images, int(batch_size)))

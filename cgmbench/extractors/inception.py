@@ -22,6 +22,8 @@ Shapes (input normalised as the protocol says):
 
 from __future__ import annotations
 
+from cgmbench.extractors.errors import ExtractorError
+
 import os
 from typing import Any
 
@@ -38,19 +40,10 @@ from cgmbench.extractors.weights import (
     resolve_weights,
 )
 
-INCEPTION_WEIGHTS = WeightsSpec(
-    filename="weights-inception-2015-12-05-6726825d.pth",
-    url="https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
-    sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
-    num_bytes=95_628_359,
-    mirrors=(
-        "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
-    ),
-    fetch_command="cgmbench weights fetch inception-v3",
-)
-"""torch-fidelity's conversion of the TF graph. The full sha256 (whose first 8 hex digits are the
-``6726825d`` in the file name, torch.hub's convention) and the size were cross-checked in several
-independent public projects that pin this file; pytorch-fid's ``pt_inception-...`` has the same hash."""
+INCEPTION_WEIGHTS = WeightsSpec("inception-v3")
+"""torch-fidelity's conversion of the TF graph, the :mod:`cgmbench.weights` entry ``inception-v3``
+(file name, URL, full sha256 -- whose first 8 hex digits are the ``6726825d`` in the file name,
+torch.hub's convention -- and size live there). pytorch-fid's ``pt_inception-...`` has the same bytes."""
 
 OUTPUTS = ("pool3", "logits_unbiased", "logits")
 
@@ -184,7 +177,7 @@ class InceptionE(nn.Module):
     def __init__(self, in_channels: int, pool: str):
         super().__init__()
         if pool not in ("avg", "max"):
-            raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
+            raise ExtractorError(f"pool must be 'avg' or 'max', got {pool!r}")
         self.pool = pool
         self.branch1x1 = BasicConv2d(in_channels, 320, kernel_size=1)
         self.branch3x3_1 = BasicConv2d(in_channels, 384, kernel_size=1)
@@ -305,7 +298,7 @@ class FIDInceptionV3(FeatureExtractor):
     ):
         super().__init__()
         if compute_dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"compute_dtype must be torch.float32 or torch.float64, got {compute_dtype}")
+            raise ExtractorError(f"compute_dtype must be torch.float32 or torch.float64, got {compute_dtype}")
         self.protocol = get_protocol(protocol)
         self.compute_dtype = compute_dtype
         resolved = resolve_weights(self.weights_spec, weights_path)
@@ -339,7 +332,7 @@ class FIDInceptionV3(FeatureExtractor):
         (float64, CPU), restricted to ``outputs``."""
         unknown = [o for o in outputs if o not in OUTPUTS]
         if unknown:
-            raise ValueError(f"unknown outputs {unknown}; available: {list(OUTPUTS)}")
+            raise ExtractorError(f"unknown outputs {unknown}; available: {list(OUTPUTS)}")
         check_images(images)
         collected: dict[str, list[torch.Tensor]] = {o: [] for o in outputs}
         with tf32_disabled():

@@ -24,6 +24,8 @@ round-to-nearest (torchmetrics' ``normalize=True`` truncates instead -- a docume
 
 from __future__ import annotations
 
+from cgmbench.extractors.errors import ExtractorError
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -42,13 +44,13 @@ INCEPTION_INPUT_SIZE = (299, 299)
 def check_images(images: torch.Tensor, channels: int = 3) -> None:
     """Raise ``ValueError`` unless ``images`` is a uint8 ``[B, channels, H, W]`` tensor with B, H, W >= 1."""
     if not isinstance(images, torch.Tensor):
-        raise ValueError(
+        raise ExtractorError(
             f"images must be a torch.Tensor of dtype uint8 and shape [B, {channels}, H, W], "
             f"got {type(images).__name__}; convert [B, H, W, C] numpy arrays with "
             "torch.from_numpy(array).permute(0, 3, 1, 2)"
         )
     if images.dim() != 4:
-        raise ValueError(
+        raise ExtractorError(
             f"images must have shape [B, {channels}, H, W], got {images.dim()} dims {tuple(images.shape)}; "
             "add a batch dimension with images.unsqueeze(0) for a single image"
         )
@@ -60,14 +62,14 @@ def check_images(images: torch.Tensor, channels: int = 3) -> None:
             if images.shape[1] == 1
             else f"the second dimension must hold the {channels} RGB channels"
         )
-        raise ValueError(f"images must have shape [B, {channels}, H, W], got {tuple(images.shape)}; {hint}")
+        raise ExtractorError(f"images must have shape [B, {channels}, H, W], got {tuple(images.shape)}; {hint}")
     if images.dtype != torch.uint8:
-        raise ValueError(
+        raise ExtractorError(
             f"images must have dtype torch.uint8 with values 0..255, got {images.dtype}; quantise float images with "
             "cgmbench.extractors.to_uint8(images, value_range=(0, 1)) (or value_range=(-1, 1))"
         )
     if min(images.shape[0], images.shape[2], images.shape[3]) < 1:
-        raise ValueError(f"images must be non-empty, got shape {tuple(images.shape)}")
+        raise ExtractorError(f"images must be non-empty, got shape {tuple(images.shape)}")
 
 
 def to_uint8(images: torch.Tensor, value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
@@ -78,16 +80,16 @@ def to_uint8(images: torch.Tensor, value_range: tuple[float, float] = (0.0, 1.0)
     if the generator's output is allowed to overshoot, so that the choice is visible.
     """
     if not isinstance(images, torch.Tensor) or not torch.is_floating_point(images):
-        raise ValueError(f"to_uint8 expects a float tensor, got {getattr(images, 'dtype', type(images).__name__)}")
+        raise ExtractorError(f"to_uint8 expects a float tensor, got {getattr(images, 'dtype', type(images).__name__)}")
     lo, hi = float(value_range[0]), float(value_range[1])
     if not hi > lo:
-        raise ValueError(f"value_range must be (low, high) with high > low, got {value_range}")
+        raise ExtractorError(f"value_range must be (low, high) with high > low, got {value_range}")
     if not torch.isfinite(images).all():
-        raise ValueError("images contain NaN or infinite values")
+        raise ExtractorError("images contain NaN or infinite values")
     slack = 1e-6 * (hi - lo)
     x_min, x_max = images.min().item(), images.max().item()
     if x_min < lo - slack or x_max > hi + slack:
-        raise ValueError(
+        raise ExtractorError(
             f"image values span [{x_min:.6g}, {x_max:.6g}], outside value_range [{lo:g}, {hi:g}]; "
             "pass the right value_range or clamp the images first"
         )
@@ -161,7 +163,7 @@ PROTOCOLS: dict[str, Protocol] = {}
 def register_protocol(protocol: Protocol) -> Protocol:
     """Add ``protocol`` to :data:`PROTOCOLS`; a name can be registered once."""
     if protocol.name in PROTOCOLS:
-        raise ValueError(f"protocol {protocol.name!r} is already registered")
+        raise ExtractorError(f"protocol {protocol.name!r} is already registered")
     PROTOCOLS[protocol.name] = protocol
     return protocol
 
@@ -210,4 +212,4 @@ def get_protocol(name: str | Protocol) -> Protocol:
     try:
         return PROTOCOLS[name]
     except KeyError:
-        raise ValueError(f"unknown FID protocol {name!r}; available: {sorted(PROTOCOLS)}") from None
+        raise ExtractorError(f"unknown FID protocol {name!r}; available: {sorted(PROTOCOLS)}") from None

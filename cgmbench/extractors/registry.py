@@ -1,17 +1,22 @@
 """Feature extractors by name: ``get_extractor("inception-v3", weights_path=None, protocol="tf-exact")``.
 
 :data:`EXTRACTORS` maps a name to a factory ``(weights_path=None, **options) -> FeatureExtractor``.
-Only ``inception-v3`` (the FID Inception) exists now; CLIP (CLIP-FID, CLIP score, CMMD) and
-shape/video extractors register themselves the same way with :func:`register_extractor`.
+Registered: ``inception-v3`` (the FID Inception), ``shapes-cnn`` and ``shapes-clip`` (trained by
+cgmbench on the shapes world, shipped), ``clip-vit-b-32``, ``clip-vit-l-14`` and
+``clip-vit-l-14-336`` (open_clip, OpenAI weights). Others register with :func:`register_extractor`.
 """
 
 from __future__ import annotations
+
+from cgmbench.extractors.errors import ExtractorError
 
 import os
 from typing import Any, Callable
 
 from cgmbench.extractors.base import FeatureExtractor
+from cgmbench.extractors.clip import FACTORIES as CLIP_FACTORIES
 from cgmbench.extractors.inception import FIDInceptionV3
+from cgmbench.extractors.shapes import ShapesCLIPExtractor, ShapesCNNExtractor
 
 ExtractorFactory = Callable[..., FeatureExtractor]
 
@@ -21,7 +26,7 @@ EXTRACTORS: dict[str, ExtractorFactory] = {}
 def register_extractor(name: str, factory: ExtractorFactory) -> ExtractorFactory:
     """Register ``factory`` under ``name``; it must accept ``weights_path=`` and return a FeatureExtractor."""
     if name in EXTRACTORS:
-        raise ValueError(f"feature extractor {name!r} is already registered")
+        raise ExtractorError(f"feature extractor {name!r} is already registered")
     EXTRACTORS[name] = factory
     return factory
 
@@ -43,8 +48,15 @@ def get_extractor(name: str, weights_path: str | os.PathLike | None = None, **op
     try:
         factory = EXTRACTORS[name]
     except KeyError:
-        raise ValueError(f"unknown feature extractor {name!r}; available: {available_extractors()}") from None
+        raise ExtractorError(f"unknown feature extractor {name!r}; available: {available_extractors()}") from None
     return factory(weights_path=weights_path, **options)
 
 
 register_extractor("inception-v3", FIDInceptionV3)
+register_extractor("shapes-cnn", ShapesCNNExtractor)
+register_extractor("shapes-clip", ShapesCLIPExtractor)
+for _name, _factory in CLIP_FACTORIES.items():
+    register_extractor(_name, _factory)
+
+#: extractors that embed text too (``encode_text``): usable for the CLIP score
+TEXT_EXTRACTORS = ("shapes-clip", *CLIP_FACTORIES)

@@ -18,6 +18,8 @@ All functions take and return ``[B, C, H, W]`` tensors.
 
 from __future__ import annotations
 
+from cgmbench.extractors.errors import ExtractorError
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -55,7 +57,7 @@ def resize_bilinear_tf1(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         ``interpolate_bilinear_2d_like_tensorflow1x(..., align_corners=False)``.
     """
     if x.dim() != 4 or not torch.is_floating_point(x):
-        raise ValueError(f"resize_bilinear_tf1 expects a float [B, C, H, W] tensor, got {x.dtype} {tuple(x.shape)}")
+        raise ExtractorError(f"resize_bilinear_tf1 expects a float [B, C, H, W] tensor, got {x.dtype} {tuple(x.shape)}")
     out_h, out_w = int(size[0]), int(size[1])
     in_h, in_w = x.shape[-2:]
     y0, y1, wy = _tf1_sample_grid(in_h, out_h, x.dtype, x.device)
@@ -84,7 +86,7 @@ def resize_pil_bicubic_float(x: torch.Tensor, size: tuple[int, int]) -> torch.Te
         so the images make a round trip through numpy (as in clean-fid).
     """
     if x.dim() != 4:
-        raise ValueError(f"resize_pil_bicubic_float expects a [B, C, H, W] tensor, got shape {tuple(x.shape)}")
+        raise ExtractorError(f"resize_pil_bicubic_float expects a [B, C, H, W] tensor, got shape {tuple(x.shape)}")
     out_h, out_w = int(size[0]), int(size[1])
     array = x.detach().cpu().numpy().astype(np.float32)
     out = np.empty((array.shape[0], array.shape[1], out_h, out_w), dtype=np.float32)
@@ -99,5 +101,5 @@ def resize_pil_bicubic_float(x: torch.Tensor, size: tuple[int, int]) -> torch.Te
 def resize_torch_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """pytorch-fid's resize: ``F.interpolate(bilinear, align_corners=False)``, no antialiasing."""
     if x.dim() != 4 or not torch.is_floating_point(x):
-        raise ValueError(f"resize_torch_bilinear expects a float [B, C, H, W] tensor, got {x.dtype} {tuple(x.shape)}")
+        raise ExtractorError(f"resize_torch_bilinear expects a float [B, C, H, W] tensor, got {x.dtype} {tuple(x.shape)}")
     return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False)

@@ -1,26 +1,39 @@
-"""Where metric-network weights live, how they are verified and loaded. cgmbench never downloads.
+"""Where metric-network weights live, how they are verified and loaded. cgmbench never downloads here.
 
-Layout: ``$CGMBENCH_HOME/weights/<file name>`` (``cgmbench.paths``: ``CGMBENCH_HOME`` defaults to
-``~/.cache/cgmbench``), the folder ``cgmbench weights fetch`` fills. A :class:`WeightsSpec` pins the official file name, URL, size and full
-sha256; :func:`resolve_weights` finds the file (or the user's ``weights_path=``), hashes it and says
-whether it is the official file. Numbers computed with other weights are *non-standard* and the
-extractor records that (``is_official_weights=False``).
+There is **one** registry of official files: :mod:`cgmbench.weights` (entries in
+:mod:`cgmbench.known_weights`). A :class:`WeightsSpec` only names a :class:`~cgmbench.weights.KnownFile`
+(``WeightsSpec("inception-v3")``) and reads its file name, URL, size and full sha256 from there;
+:func:`resolve_weights` finds the official file through :func:`cgmbench.weights.resolve`
+(``$CGMBENCH_HOME/weights/<file name>``, sha256-verified) or takes the user's ``weights_path=``,
+hashes it and says whether it is the official file. Numbers computed with other weights are
+*non-standard* and the extractor records that (``is_official_weights=False``).
+
+Errors are :class:`~cgmbench.errors.CgmbenchError` (the command line prints one line):
+:class:`WeightsError` also derives from ``ValueError`` (wrong checkpoint, pickled objects, hash
+mismatch), a missing file raises the registry's error naming the URL, the expected sha256, the exact
+path and ``cgmbench weights fetch NAME``.
 
 Files are read with ``torch.load(..., weights_only=True)`` (no pickled code is executed).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from cgmbench import paths
+from cgmbench import weights as registry
+from cgmbench.errors import CgmbenchError
+from cgmbench.extractors.errors import ExtractorError
+
+
+class WeightsError(ExtractorError):
+    """A weights file that cannot be used: wrong checkpoint, unsafe pickle, sha256 mismatch."""
 
 
 def cgmbench_home() -> Path:
@@ -35,29 +48,37 @@ def weights_dir() -> Path:
 
 @dataclass(frozen=True)
 class WeightsSpec:
-    """An official weights file: where it comes from and what its bytes hash to."""
+    """An official weights file, by its name in the :mod:`cgmbench.weights` registry."""
 
-    filename: str
-    url: str
-    sha256: str
-    num_bytes: int | None = None
-    mirrors: tuple[str, ...] = field(default_factory=tuple)
-    fetch_command: str | None = None  # the cgmbench command that downloads and verifies it
+    known_name: str
+
+    @property
+    def known_file(self) -> registry.KnownFile:
+        return registry.known_file(self.known_name)
+
+    @property
+    def filename(self) -> str:
+        return self.known_file.filename
+
+    @property
+    def url(self) -> str | None:
+        return self.known_file.url
+
+    @property
+    def sha256(self) -> str | None:
+        return registry.expected_sha256(self.known_file)
+
+    @property
+    def num_bytes(self) -> int | None:
+        return self.known_file.size
+
+    @property
+    def fetch_command(self) -> str:
+        return f"cgmbench weights fetch {self.known_name}"
 
     def destination(self) -> Path:
         """Where cgmbench looks for the file: ``$CGMBENCH_HOME/weights/<filename>``."""
         return weights_dir() / self.filename
-
-    def fetch_instructions(self) -> str:
-        dest = self.destination()
-        size = f", {self.num_bytes:,} bytes" if self.num_bytes else ""
-        mirrors = "".join(f"; identical file at {m}" for m in self.mirrors)
-        command = f"run `{self.fetch_command}`, or " if self.fetch_command else ""
-        return (
-            f"{command}download {self.url} to {dest} (expected sha256 {self.sha256}{size}{mirrors}), e.g. "
-            f"`mkdir -p {dest.parent} && curl -L -o {dest} {self.url}`; or set CGMBENCH_HOME, or pass "
-            "weights_path= (results are then marked non-standard unless the file's sha256 matches)"
-        )
 
 
 @dataclass(frozen=True)
@@ -70,40 +91,26 @@ class ResolvedWeights:
 
 
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex sha256 of a file, read in chunks (cached by path, size and mtime)."""
+    return registry.sha256_file(path)
 
 
 def resolve_weights(spec: WeightsSpec, weights_path: str | os.PathLike | None = None) -> ResolvedWeights:
     """Locate and hash the weights for ``spec``.
 
-    * ``weights_path is None``: the file must be at ``spec.destination()``; a missing file raises
-      ``FileNotFoundError`` naming the URL, the expected sha256 and that path; a file with another
-      sha256 raises ``ValueError`` (a truncated download or a different checkpoint).
+    * ``weights_path is None``: :func:`cgmbench.weights.resolve` -- the file must be at
+      ``spec.destination()`` with the registry's sha256; otherwise a :class:`CgmbenchError` names the
+      URL, the expected sha256, that path and the fetch command.
     * ``weights_path`` given: any readable file is accepted; ``is_official`` is true only when its
-      sha256 equals ``spec.sha256``.
+      sha256 equals the registry's.
     """
     if weights_path is None:
-        path = spec.destination()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"official weights {spec.filename} not found at {path}; {spec.fetch_instructions()}"
-            )
-        digest = sha256_file(path)
-        if digest != spec.sha256:
-            raise ValueError(
-                f"{path} has sha256 {digest}, expected {spec.sha256} for {spec.filename} (truncated download or a "
-                f"different file); re-download it from {spec.url}, or pass weights_path= to use it as non-standard "
-                "weights"
-            )
+        path, digest = registry.resolve(spec.known_name)
         return ResolvedWeights(path=path, sha256=digest, is_official=True)
     path = Path(weights_path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"weights_path {path} does not exist or is not a file")
+        raise CgmbenchError(f"weights file {path} does not exist or is not a file",
+                            "pass the path of an existing file to --extractor-weights / weights_path=")
     digest = sha256_file(path)
     return ResolvedWeights(path=path, sha256=digest, is_official=digest == spec.sha256)
 
@@ -113,11 +120,11 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling refused or corrupt archive: say which file
-        raise ValueError(f"cannot read {path} as a weights-only PyTorch state_dict: {error}") from error
+        raise WeightsError(f"cannot read {path} as a weights-only PyTorch state_dict: {error}") from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state_dict (a mapping from parameter names to tensors)")
+        raise WeightsError(f"{path} does not hold a state_dict (a mapping from parameter names to tensors)")
     return dict(state)
 
 
@@ -130,7 +137,7 @@ def load_state_dict_strict(
     """Load ``state_dict`` into ``module`` requiring the exact key set and shapes.
 
     Keys ending in ``optional_suffixes`` may be absent (BatchNorm's counter does not affect
-    inference). On a mismatch the ``ValueError`` names the first few missing, unexpected and
+    inference). On a mismatch the :class:`WeightsError` names the first few missing, unexpected and
     wrongly shaped keys, and ``source`` (the file).
     """
     expected = module.state_dict()
@@ -148,7 +155,7 @@ def load_state_dict_strict(
             if items:
                 shown = ", ".join(items[:5]) + (f", ... ({len(items)} in all)" if len(items) > 5 else "")
                 parts.append(f"{label}: {shown}")
-        raise ValueError(
+        raise WeightsError(
             f"{source} does not match {type(module).__name__} ({'; '.join(parts)}); it is not a checkpoint of this "
             "architecture"
         )
