@@ -11,6 +11,7 @@ Prints wall-clock seconds and the ratios.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -38,6 +39,8 @@ def main() -> int:
         register_model("guided-toy", GuidedToy)
     grid = parse_knob_grid(args.guidance, None)
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["CGMBENCH_HOME"] = str(Path(tmp) / "home")  # a cold reference-statistics cache
+
         def sweep(out):
             t = time.perf_counter()
             run_sweep(SweepConfig(task=args.task, model=args.model, grid=grid, out=str(Path(tmp) / out),
@@ -49,7 +52,7 @@ def main() -> int:
         fresh = sweep("b")
     pts = len(grid["guidance_scale"])
     print(f"task {args.task}, model {args.model}, {pts} points x N={args.num_samples}")
-    print(f"first sweep:                 {first:8.3f} s")
+    print(f"first sweep (cold cache):    {first:8.3f} s")
     print(f"same sweep again (resume):   {again:8.3f} s   ratio {again / first:.4f}")
     print(f"second sweep, new folder:    {fresh:8.3f} s   ratio {fresh / first:.4f}")
     return 0
