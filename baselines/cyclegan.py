@@ -263,14 +263,29 @@ import random
 
 import numpy as np
 
+import json as _json
+from collections import OrderedDict
+from pathlib import Path
+
 from baselines.pix2pix import (
     TranslationGenerator,
     TranslationTrainer,
+    _file_arch,
     build_generator,
+    generator_stride,
+    inference_behaviour,
     set_requires_grad,
 )
+from cgmbench.errors import CgmbenchError
+from cgmbench.generator import CheckpointInfo, to_uint8
 
-__all__ += ["CycleGANGenerator", "CycleGANTrainer", "CYCLEGAN_CONFIGS", "unpaired_training_data"]
+#: prefix of G_B's keys in a cgmbench CycleGAN file (G_A's keys are unprefixed, as the official
+#: single-generator files): ``netG_B.model.1.weight`` is G_B's ``model.1.weight``. Official
+#: training writes the two as separate files (``latest_net_G_A.pth`` / ``latest_net_G_B.pth``).
+REVERSE_PREFIX = "netG_B."
+
+__all__ += ["CycleGANGenerator", "CycleGANTrainer", "CYCLEGAN_CONFIGS", "unpaired_training_data", "REVERSE_PREFIX",
+            "split_generators"]
 
 #: how the released CycleGAN generators are built (``define_G`` arguments)
 CYCLEGAN_OFFICIAL_ARCH = {"netG": "resnet_9blocks", "ngf": 64, "norm": "instance", "use_dropout": False}
@@ -288,15 +303,86 @@ class CycleGANGenerator(TranslationGenerator):
                          "facades_label2photo", "map2sat", "sat2map")
     shipped_variants = {
         "shapes-unpaired-tiny": ("cyclegan-shapes-unpaired-tiny.safetensors",
-                                 "tiny ResNet generator (G_A: flat -> textured) trained by cgmbench on "
-                                 "shapes-unpaired, 32x32"),
+                                 "tiny ResNet generators (G_A: flat -> textured, and its reverse G_B) trained "
+                                 "by cgmbench on shapes-unpaired, 32x32"),
     }
 
     @classmethod
     def train(cls, task, config: str = "tiny", out="cyclegan-train", resume: bool = False, steps: int | None = None,
               seed: int = 0, device: str = "cpu", log=print):
-        """Train CycleGAN on ``task`` with recipe ``config`` (:class:`CycleGANTrainer`); returns G_A's file."""
+        """Train CycleGAN on ``task`` with recipe ``config`` (:class:`CycleGANTrainer`); returns the generator
+        file (G_A, with G_B under :data:`REVERSE_PREFIX`)."""
         return CycleGANTrainer(task, config, out, resume, steps, seed, device, log).run()
+
+    # -- the reverse generator and the cycle-reconstruction error ---------------------------
+
+    #: G_B (``B → A``) or None: official pretrained files hold one direction only
+    reverse_net: nn.Module | None = None
+
+    @classmethod
+    def load(cls, task, variant: str | None = None, checkpoint: str | None = None,
+             device: str = "cpu") -> "CycleGANGenerator":
+        """As :meth:`TranslationGenerator.load`; a cgmbench file that also holds G_B (keys under
+        :data:`REVERSE_PREFIX`) loads both generators, so :meth:`cycle_reconstruct` works."""
+        from cgmbench.weights import sha256_file, shipped
+
+        if checkpoint is not None:
+            path = Path(checkpoint)
+        elif variant in cls.shipped_variants:
+            path = shipped(cls.shipped_variants[variant][0])[0]
+        else:
+            path = None
+        if path is None or not path.is_file() or path.suffix != ".safetensors" or not _holds_reverse(path):
+            return super().load(task, variant, checkpoint, device)
+
+        forward, reverse = split_generators(read_state_dict(path))
+        arch, meta = _file_arch(path)
+        if arch is None:
+            raise CgmbenchError(f"{path} carries no cgmbench architecture metadata")
+        res = int(task.resolution)
+        trained = meta.get("cgmbench.resolution")
+        name = path.name if checkpoint is not None else variant
+        if trained is not None and int(trained) != res:
+            raise CgmbenchError(f"{cls.family} checkpoint {name} was trained at {trained}x{trained}, "
+                                f"task {task.name} is {res}x{res}", "use a checkpoint trained for this task")
+        if res % generator_stride(arch):
+            raise CgmbenchError(f"{cls.family} generator {arch['netG']} needs a resolution divisible by "
+                                f"{generator_stride(arch)}; task {task.name} has {res}")
+        nets = []
+        for which, sd in (("G_A", forward), ("G_B", reverse)):
+            net = build_generator(arch)
+            try:
+                load_official_state_dict(sd, net)
+            except ValueError as e:
+                raise CgmbenchError(f"{path}: {which} is not a {cls.family} generator ({arch['netG']}, "
+                                    f"norm={arch.get('norm')}): {e}") from None
+            nets.append(net)
+        info = CheckpointInfo(name=name, sha256=sha256_file(path), path=str(path),
+                              source="file" if checkpoint is not None else "shipped")
+        info.extra.update({"architecture": dict(arch), "format": "safetensors",
+                           "reverse_generator": f"G_B under '{REVERSE_PREFIX}'"})
+        model = cls(nets[0], (res, res), checkpoint=info, device=device, arch=arch)
+        model.reverse_net = nets[1].to(device).eval()
+        return model
+
+    @torch.no_grad()
+    def cycle_reconstruct(self, samples: torch.Tensor, conditions=None) -> torch.Tensor:
+        """``F(G(x))``: the reverse generator G_B applied to the forward samples ``G_A(x)``.
+
+        ``samples`` uint8 ``[B, 3, H, W]`` (what :meth:`generate` returned); returns uint8
+        ``[B, 3, H, W]``, batch-independent (InstanceNorm, no dropout). ``conditions`` is unused:
+        the reconstruction depends on the samples only. Raises :class:`CgmbenchError` when the
+        model has no G_B (the official pretrained downloads are one direction's ``G`` only).
+        """
+        if self.reverse_net is None:
+            raise CgmbenchError(
+                f"{self.name} checkpoint {self.checkpoint.name if self.checkpoint else '?'} holds G_A only "
+                "(official pretrained files are one direction's generator; the cycle needs G_B too)")
+        if not isinstance(samples, torch.Tensor) or samples.dtype != torch.uint8 or samples.ndim != 4:
+            raise CgmbenchError("cycle_reconstruct needs uint8 samples [B, 3, H, W]")
+        x = samples.to(self.device).float() / 127.5 - 1.0
+        with inference_behaviour(self.reverse_net, "eval"):
+            return to_uint8(self.reverse_net(x)).cpu()
 
 
 #: CycleGAN recipes. ``tiny``: the official objective and optimiser (LSGAN, cycle λ_A = λ_B = 10,
@@ -350,6 +436,33 @@ class CycleGANTrainer(TranslationTrainer):
 
     def export_name(self) -> str:
         return "G_A"
+
+    def run(self) -> Path:
+        """Train (:meth:`TranslationTrainer.run`), then add G_B to the exported generator file:
+        its keys under :data:`REVERSE_PREFIX`, in the recipe's ``export_dtype``, and the metadata
+        ``cgmbench.reverse_prefix``; ``train_summary.json`` gets the new sha256."""
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        from cgmbench.atomic import atomic_write_json
+        from cgmbench.weights import sha256_file
+
+        path = super().run()
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        dtype = getattr(torch, self.cfg.get("export_dtype", "float32"))
+        for k, v in self.nets["G_B"].state_dict().items():
+            v = v.detach().cpu()
+            tensors[REVERSE_PREFIX + k] = (v.to(dtype) if v.is_floating_point() else v).contiguous()
+        meta["cgmbench.reverse_prefix"] = REVERSE_PREFIX
+        save_file(tensors, str(path), metadata=meta)
+        summary_path = self.out / "train_summary.json"
+        summary = _json.loads(summary_path.read_text())
+        summary.update({"sha256": sha256_file(path),
+                        "layout": f"G_A keys unprefixed, G_B keys under '{REVERSE_PREFIX}'"})
+        atomic_write_json(summary_path, summary)
+        return path
 
     def extra_state(self) -> dict:
         return {f"pool_{k}": {"num_imgs": p.num_imgs, "images": [t.cpu() for t in p.images]}
@@ -407,3 +520,20 @@ def unpaired_training_data(task, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     A = src.conditions(list(range(min(n, len(src))))).images
     B = torch.from_numpy(np.ascontiguousarray(ref.references(list(range(min(n, len(ref)))))))
     return A.contiguous(), B
+
+
+def split_generators(state_dict) -> tuple["OrderedDict[str, torch.Tensor]", "OrderedDict[str, torch.Tensor]"]:
+    """``(G_A, G_B)`` state dicts of a cgmbench CycleGAN file (G_B's keys under :data:`REVERSE_PREFIX`)."""
+    forward = OrderedDict((k, v) for k, v in state_dict.items() if not k.startswith(REVERSE_PREFIX))
+    reverse = OrderedDict((k[len(REVERSE_PREFIX):], v) for k, v in state_dict.items() if k.startswith(REVERSE_PREFIX))
+    return forward, reverse
+
+
+def _holds_reverse(path: Path) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return any(k.startswith(REVERSE_PREFIX) for k in f.keys())
+    except Exception:  # not a safetensors file: the base loader reports it
+        return False

@@ -177,6 +177,12 @@ def score_run(run_dir: str | Path, batch_size: int = 256, device: str = "cpu", e
     t0 = time.perf_counter()
     opts = HarnessOptions(batch_size=batch_size, device=device, extractor_weights=extractor_weights, log=log)
     metrics, pending = compute_metrics(task, source, store, n, opts)
+    # model-side metrics (cycle_error needs the model's reverse generator) cannot be recomputed from samples
+    # alone: keep what the run recorded
+    for name, entry in record["metrics"].items():
+        if name not in metrics and any(p.startswith(f"{name}:") for p in pending) and name == "cycle_error":
+            metrics[name] = entry
+            pending = [p for p in pending if not p.startswith(f"{name}:")]
     record["metrics"], record["metrics_pending"] = metrics, pending
     record.setdefault("timings", {})["metrics_s"] = round(time.perf_counter() - t0, 3)
     record["timings"]["rescored_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -59,3 +59,16 @@ register_file(KnownFile(
     license="MIT",
     description=("Stable Diffusion KL-f8 VAE with the ft-EMA decoder (DiT's sample.py --vae ema); diffusers naming, "
                  "converted to CompVis names on load by cgmbench.diffusion.latent")))
+register_file(KnownFile(
+    name="lpips:alexnet", filename="alexnet-owt-7be5be79.pth",
+    url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02", sha256_prefix="7be5be79",
+    size=244_408_911, license="BSD-3-Clause (torchvision)",
+    description="torchvision AlexNet, ImageNet (IMAGENET1K_V1): the LPIPS v0.1 'alex' backbone"))
+register_file(KnownFile(
+    name="lpips:alex-v0.1", filename="lpips-v0.1-alex.pth",
+    url="https://raw.githubusercontent.com/richzhang/PerceptualSimilarity/master/lpips/weights/v0.1/alex.pth",
+    sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0", size=6_009,
+    license="BSD-2-Clause (richzhang/PerceptualSimilarity)",
+    description=("LPIPS v0.1 linear calibration layers for AlexNet (lin0..lin4); torchmetrics ships the same file, "
+                 "which cgmbench uses when this one is absent")))

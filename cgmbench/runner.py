@@ -99,7 +99,7 @@ def finish(p: Prepared, cfg: RunConfig, store: SampleStore, timings: dict, t0: f
     (seconds since ``t0``)."""
     source = open_source(p.task, "conditions")
     t_metrics = time.perf_counter()
-    metrics, pending = compute_metrics(p.task, source, store, p.n)
+    metrics, pending = compute_metrics(p.task, source, store, p.n, model=p.model)
     timings["metrics_s"] = round(time.perf_counter() - t_metrics, 3)
     timings["finished_at"] = _utc()
     timings["total_s"] = round(time.perf_counter() - t0, 3)

@@ -36,13 +36,19 @@ cmmd               CMMD of L2-normalised image embeddings vs the references; ``c
 psnr, ssim         against the true targets of the reference source (paired translation, editing,
                    inpainting): per-sample PSNR (dB, capped at 100 for identical images) and SSIM
                    (torchmetrics' Gaussian 11x11, sigma 1.5, data range 255), mean and bootstrap ``ci95``
+lpips              against the same true targets: per-sample LPIPS v0.1, AlexNet (:mod:`cgmbench.metrics.lpips`,
+                   version ``lpips-0.1-alex``), mean and bootstrap ``ci95``; ``weights_sha256`` digests the
+                   pair (``alexnet_sha256``, ``lin_sha256`` beside it)
+cycle_error        unpaired translation: mean absolute error in [0, 1] units between each source image x
+                   and ``F(G(x))``, G the model's forward mapping (its stored samples) and F its reverse
+                   generator (see :func:`cycle_error_entry`); mean and bootstrap ``ci95``
 fcn_score          shapes world: the judge's per-pixel colour-class accuracy against the label map
 judge              the exact judge of the offline worlds
 =================  ====================================================================================
 
-Metrics this version cannot compute (``lpips`` without LPIPS weights, ``fvd``, ``cycle_error``, a
-CLIP score without CLIP weights offline, ...) are listed in ``metrics_pending`` as ``"name: reason"``
--- never silently dropped, never faked.
+Metrics this version cannot compute (``lpips`` without its weights files, ``fvd``, ``cycle_error``
+without the model's reverse generator, a CLIP score without CLIP weights offline, ...) are listed in
+``metrics_pending`` as ``"name: reason"`` -- never silently dropped, never faked.
 """
 
 from __future__ import annotations
@@ -64,16 +70,17 @@ from .worlds.judge import aggregate
 
 #: metrics the harness computes (besides the judge)
 HARNESS_METRICS: tuple[str, ...] = ("fid", "kid", "is", "precision_recall", "clip_score", "cmmd", "psnr", "ssim",
-                                    "fcn_score")
+                                    "fcn_score", "lpips", "cycle_error")
 FEATURE_METRICS = ("fid", "kid", "is", "precision_recall")
 CLIP_METRICS = ("clip_score", "cmmd")
 PIXEL_METRICS = ("psnr", "ssim")
 PAIRED_KINDS = ("paired-translation", "editing", "inpainting")
 PENDING_REASONS = {
-    "lpips": "LPIPS needs its AlexNet/VGG network weights, which this version does not load",
     "fvd": "FVD needs an I3D video feature extractor, which this version does not ship",
-    "cycle_error": "the cycle error needs the model's reverse mapping; the harness only sees samples",
 }
+#: fixed batch of the cycle reconstruction and of LPIPS (results do not depend on the run's batch size)
+CYCLE_BATCH = 64
+LPIPS_BATCH = 64
 PSNR_CAP_DB = 100.0
 FID_INFINITY_MIN_N = 10_000
 N_BOOT = 1000
@@ -373,12 +380,106 @@ def pixel_entries(names: list[str], task, store: SampleStore, n: int, seed: int 
     return out
 
 
+def lpips_entry(task, store: SampleStore, n: int, device: str = "cpu", seed: int = 0) -> dict:
+    """LPIPS (v0.1, AlexNet) of each sample against its true target (reference source item ``i``).
+
+    Raises :class:`CgmbenchError` (naming ``cgmbench weights fetch ...``) when a weights file is missing.
+    """
+    from .metrics.lpips import load_lpips
+    from .sources import open_source
+    from .stats import image_sha256
+
+    net, info = load_lpips(device)
+    ref_source = open_source(task, "reference")
+    values, digest = [], hashlib.sha256(b"cgmbench-targets")
+    for start, arr in fixed_batches(store, n, LPIPS_BATCH):
+        target = ref_source.references(list(range(start, start + len(arr))))
+        if target.shape != arr.shape:
+            raise CgmbenchError(f"targets have shape {target.shape[1:]}, samples {arr.shape[1:]}")
+        for image in target:
+            digest.update(image_sha256(image).encode())
+        x, y = np.ascontiguousarray(arr), np.ascontiguousarray(target)
+        if x.ndim == 5:  # videos: every frame against its target frame, averaged per sample
+            b = x.shape[0]
+            values.append(net.distance(x.reshape(-1, *x.shape[2:]), y.reshape(-1, *y.shape[2:]))
+                          .view(b, -1).mean(1).double().numpy())
+        else:
+            values.append(net.distance(x, y).double().numpy())
+    v = np.concatenate(values)
+    return {"value": float(v.mean()), "ci95": _bootstrap_mean(v, seed=seed), "n": n,
+            "protocol": info["version"], "extractor": "lpips-alex", "weights_sha256": info["weights_sha256"],
+            "official_weights": True, "alexnet_sha256": info["alexnet_sha256"], "lin_sha256": info["lin_sha256"],
+            "lin_origin": info["lin_origin"], "version": info["version"],
+            "reference_stats_sha256": digest.hexdigest(),
+            "target": "true targets of the reference source (reference_stats_sha256: digest of the targets)",
+            "method": "LPIPS v0.1 (Zhang et al. 2018), AlexNet taps, inputs x/127.5-1, no resize, spatial mean; "
+                      "per sample; ci95: bootstrap over samples; weights_sha256 = sha256(alexnet_sha256 + '\\n' + "
+                      "lin_sha256)"}
+
+
+def cycle_error_entry(model, source: Source, store: SampleStore, n: int, seed: int = 0) -> dict:
+    """Cycle-reconstruction error of an unpaired translation model.
+
+    ``value`` = mean over samples of ``mean |x - F(G(x))| / 255``: x the source image of sample ``i``
+    (``source.conditions([i]).images``), ``G(x)`` the stored uint8 sample ``i`` and ``F`` the model's
+    reverse generator. A model provides F through the optional generator method::
+
+        cycle_reconstruct(samples: uint8 Tensor [B, 3, H, W], conditions) -> uint8 Tensor [B, 3, H, W]
+
+    (``conditions`` are the batch's conditions; the result must depend on sample ``i`` alone).
+    The harness calls it in fixed chunks of :data:`CYCLE_BATCH` samples, so resumed and
+    uninterrupted runs record the same number whatever their batch size. A model without the
+    method (the oracle, most generators), or whose method raises :class:`CgmbenchError` (a CycleGAN
+    loaded from an official pretrained ``{name}.pth`` -- one direction's ``G`` only; official
+    training writes the two directions as ``latest_net_G_A.pth`` / ``latest_net_G_B.pth`` and
+    the cycle error needs both), leaves the metric in ``metrics_pending`` with the reason.
+    The reconstruction starts from the uint8 samples, so it includes their quantisation.
+    """
+    from .stats import image_sha256
+
+    if not hasattr(model, "cycle_reconstruct"):
+        raise CgmbenchError(f"model has no reverse generator (model {getattr(model, 'name', '?')!r} defines no "
+                            "cycle_reconstruct)")
+    errors, digest = [], hashlib.sha256(b"cgmbench-sources")
+    with torch.inference_mode():
+        for start, arr in fixed_batches(store, n, CYCLE_BATCH):
+            conditions = source.conditions(list(range(start, start + len(arr))))
+            x = conditions.images
+            if x is None:
+                raise CgmbenchError("the cycle error needs source images; this task's conditions hold none")
+            x = torch.as_tensor(x).cpu()
+            samples = torch.from_numpy(np.ascontiguousarray(arr))
+            if tuple(x.shape) != tuple(samples.shape):
+                raise CgmbenchError(f"source images have shape {tuple(x.shape[1:])}, samples {tuple(samples.shape[1:])}")
+            try:
+                rec = model.cycle_reconstruct(samples, conditions)
+            except CgmbenchError as error:
+                raise CgmbenchError(f"model has no reverse generator: {error}") from None
+            if not isinstance(rec, torch.Tensor) or rec.dtype != torch.uint8 or rec.shape != samples.shape:
+                got = f"{rec.dtype} {tuple(rec.shape)}" if isinstance(rec, torch.Tensor) else type(rec).__name__
+                raise CgmbenchError(f"cycle_reconstruct returned {got}; uint8 {tuple(samples.shape)} expected")
+            for image in x.numpy():
+                digest.update(image_sha256(image).encode())
+            diff = (rec.cpu().double() - x.double()).abs() / 255.0
+            errors.append(diff.reshape(len(diff), -1).mean(1).numpy())
+    v = np.concatenate(errors)
+    return {"value": float(v.mean()), "ci95": _bootstrap_mean(v, seed=seed), "n": n, "protocol": "pixels",
+            "extractor": None, "weights_sha256": None, "reference_stats_sha256": digest.hexdigest(),
+            "target": "the source images (reference_stats_sha256: digest of the sources)",
+            "method": f"mean |x - F(G(x))| / 255 per sample over pixels and channels, F = the model's "
+                      f"cycle_reconstruct of the uint8 samples in chunks of {CYCLE_BATCH}; ci95: bootstrap over "
+                      "samples"}
+
+
 # ------------------------------------------------------------------------------------ the harness
 
 
-def compute_metrics(task, source: Source, store: SampleStore, n: int, options: HarnessOptions | None = None
-                    ) -> tuple[dict, list[str]]:
-    """``(metrics, pending)`` for the metrics ``task`` asks for (see the module docstring)."""
+def compute_metrics(task, source: Source, store: SampleStore, n: int, options: HarnessOptions | None = None,
+                    model=None) -> tuple[dict, list[str]]:
+    """``(metrics, pending)`` for the metrics ``task`` asks for (see the module docstring).
+
+    ``model``: the generator that made the samples, for metrics that need more than its samples
+    (``cycle_error``); without it (``cgmbench score RUN_DIR``) those stay pending."""
     from .stats import reference_stats
 
     opts = options or HarnessOptions()
@@ -491,6 +592,31 @@ def compute_metrics(task, source: Source, store: SampleStore, n: int, options: H
         else:
             for m in wanted:
                 pending[m] = f"{m} needs a true target per sample; a {kind} task has none"
+
+    # -- LPIPS against true targets --------------------------------------------------------------
+    if "lpips" in names:
+        if kind in PAIRED_KINDS:
+            try:
+                metrics["lpips"] = lpips_entry(task, store, n, opts.device, opts.seed)
+            except CgmbenchError as error:
+                if "sha256" in str(error) and "expected" in str(error):  # a corrupt file is an error, not pending
+                    raise
+                pending["lpips"] = f"LPIPS weights unavailable: {error}"
+        else:
+            pending["lpips"] = f"lpips needs a true target per sample; a {kind} task has none"
+
+    # -- cycle error: needs the model's reverse generator ---------------------------------------
+    if "cycle_error" in names:
+        if kind != "unpaired-translation":
+            pending["cycle_error"] = f"cycle_error is defined for unpaired-translation tasks, not {kind}"
+        elif model is None:
+            pending["cycle_error"] = ("the cycle error needs the model's reverse generator; re-scoring samples "
+                                      "without the model (cgmbench score) cannot compute it")
+        else:
+            try:
+                metrics["cycle_error"] = cycle_error_entry(model, source, store, n, opts.seed)
+            except CgmbenchError as error:
+                pending["cycle_error"] = str(error)
 
     for name in names:
         if name not in metrics and name not in pending:

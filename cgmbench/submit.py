@@ -293,7 +293,11 @@ def check_provenance(rec: dict):
             continue
         from .scoring import CLIP_METRICS, default_clip_extractor
 
-        if mname in CLIP_METRICS:  # clip_score / cmmd: the task's CLIP extractor, its own preprocessing
+        if mname == "lpips":  # its own network and preprocessing, whatever the task's FID protocol
+            from .metrics.lpips import LPIPS_VERSION
+
+            wanted = {"extractor": "lpips-alex", "protocol": LPIPS_VERSION}
+        elif mname in CLIP_METRICS:  # clip_score / cmmd: the task's CLIP extractor, its own preprocessing
             wanted = {"extractor": default_clip_extractor(task)}
         else:
             wanted = {f: task.metrics.get(f) for f in ("protocol", "extractor")}
