@@ -21,6 +21,10 @@ os.environ["CGMBENCH_HOME"] = str(_SESSION_DIR / "home")
 os.environ["CGMBENCH_RUNS"] = str(_SESSION_DIR / "runs")
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[_var] = "1"
+# One intra-op thread, in this process and every subprocess (torchrun ranks, CLI runs): CPU kernels then
+# sum in one fixed order, so "equal to the reference library" and "1 rank == 2 ranks" compare like with like.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
 
 
 def shared_dir() -> Path:
@@ -37,6 +41,13 @@ def official_dir() -> Path:
             f"official fixtures not found at {path}; set CGMBENCH_SHARED_DIR to the shared/ folder"
         )
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
