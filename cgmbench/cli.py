@@ -193,10 +193,14 @@ def cmd_demo(args) -> int:
                "ci95": "[{:.3f}, {:.3f}]".format(*judge["overall"]["ci95"])}
         for attr, v in judge["attributes"].items():
             row[attr] = v["value"]
+        for name in ("fid", "clip_score"):  # shapes-cnn / shapes-clip features, see docs/metrics.md
+            if name in rec["metrics"]:
+                row[name] = summary_value(rec["metrics"][name])
         row["sampling_s"] = rec["timings"]["sampling_s"]
         rows.append(row)
     table = pd.DataFrame(rows).sort_values("judge.overall", ascending=False)
-    print(f"task {DEMO_TASK}: exact judge scores (higher is better); runs in {root}")
+    print(f"task {DEMO_TASK}: exact judge scores (higher is better), FID[shapes-cnn] (lower is better), "
+          f"CLIP score[shapes-clip] (higher is better); runs in {root}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
