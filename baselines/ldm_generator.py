@@ -70,7 +70,7 @@ from cgmbench.diffusion import DDIMSampler, PerSampleNoise, ldm_alphas_cumprod, 
 from cgmbench.errors import CgmbenchError
 from cgmbench.generator import CheckpointInfo, Generator, Knob, to_uint8
 from cgmbench.seeding import derive_seed, torch_generator
-from cgmbench.weights import resolve, sha256_file, shipped, shipped_dir
+from cgmbench.weights import resolve, sha256_file, shipped
 
 __all__ = [
     "shapes_t2i_training_set", "caption_dropout", "TrainLoop", "save_shipped", "read_shipped",
@@ -348,11 +348,7 @@ class LDMGenerator(Generator):
                                      info=CheckpointInfo(spec["weights"], digest, str(path), "official"))
         else:
             raise CgmbenchError(f"unknown ldm checkpoint {variant!r}", f"known: {', '.join(cls.variants())}")
-        if model.resolution != (task.resolution, task.resolution):
-            raise CgmbenchError(f"ldm checkpoint {model.checkpoint.name} makes {model.resolution[0]}x"
-                                f"{model.resolution[1]} images, task {task.name} needs {task.resolution}x"
-                                f"{task.resolution}", "choose a checkpoint trained for this task")
-        return model
+        return model  # cgmbench.registry.load_model checks the resolution against the task
 
     @classmethod
     def from_shipped_file(cls, path: Path, info: CheckpointInfo, device: str = "cpu") -> "LDMGenerator":

@@ -72,4 +72,9 @@ def load_model(spec: str, task, checkpoint: str | None = None, device: str = "cp
         variant = task.checkpoints.get(name)
     model = cls.load(task, variant=variant, checkpoint=checkpoint, device=device)
     model.name = name
+    if tuple(model.resolution) != (task.resolution, task.resolution):
+        what = model.checkpoint.name if model.checkpoint else name
+        raise CgmbenchError(f"{name} checkpoint {what} makes {model.resolution[0]}x{model.resolution[1]} images, "
+                            f"task {task.name} needs {task.resolution}x{task.resolution}",
+                            "choose a checkpoint trained for this task")
     return model
