@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import warnings
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_inception import PT_FID_WEIGHTS_NAME, TF_WEIGHTS_NAME, random_fid_inception_state_dict, smooth_images
+from test_inception import hub_cache_with, random_fid_inception_state_dict, smooth_images
 
 from cgmbench import cli_metrics
 from cgmbench.errors import CgmbenchError
@@ -58,12 +57,7 @@ def weights_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def torch_home(tmp_path_factory, weights_file):
-    home = tmp_path_factory.mktemp("harness_torch_home")
-    checkpoints = home / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    for name in (TF_WEIGHTS_NAME, PT_FID_WEIGHTS_NAME):
-        shutil.copyfile(weights_file, checkpoints / name)
-    return home
+    return hub_cache_with(weights_file, tmp_path_factory.mktemp("harness_torch_home"))
 
 
 @pytest.fixture(scope="module")

@@ -68,15 +68,19 @@ def weights_file(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def torch_home(tmp_path_factory, weights_file):
-    """A torch-hub cache holding the random weights under both official file names."""
-    home = tmp_path_factory.mktemp("torch_home")
+def hub_cache_with(weights_file, home):
+    """Make ``home`` a torch-hub cache holding ``weights_file`` under both official file names."""
     checkpoints = home / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     for name in (TF_WEIGHTS_NAME, PT_FID_WEIGHTS_NAME):
         shutil.copyfile(weights_file, checkpoints / name)
     return home
+
+
+@pytest.fixture(scope="module")
+def torch_home(tmp_path_factory, weights_file):
+    """A torch-hub cache holding the random weights under both official file names."""
+    return hub_cache_with(weights_file, tmp_path_factory.mktemp("torch_home"))
 
 
 @pytest.fixture(scope="module")
