@@ -29,7 +29,10 @@ fid                Fréchet distance of the moments; ``ci95``: bootstrap over sa
 kid                mean over subsets (``subset_size = min(1000, N, M)``, 100 subsets, torch-fidelity's
                    draw); ``std`` across subsets, ``stderr = std/sqrt(subsets)``, ``ci95 = mean ± 1.96 stderr``
 is                 Inception Score, 10 splits (torch-fidelity convention); ``ci95``: bootstrap over samples
-precision_recall   ``value`` = precision, ``recall`` beside it (k = 3, Kynkäänniemi et al.)
+precision_recall   ``value`` = precision, ``recall`` beside it (k = 3, Kynkäänniemi et al.); ``ci95`` (=
+                   ``precision_ci95``) and ``recall_ci95``: bootstrap of the per-sample manifold indicators
+                   (precision over samples, or prompts for text conditions; recall over reference rows),
+                   the k-NN manifolds held fixed
 clip_score         mean of per-sample ``100·max(cos, 0)``; ``ci95``: bootstrap over *prompts* (the samples of a
                    prompt move together)
 cmmd               CMMD of L2-normalised image embeddings vs the references; ``ci95``: bootstrap over samples
@@ -266,14 +269,47 @@ def is_entry(sample: SampleFeatures, seed: int = 0) -> dict:
             "n": len(logits)}
 
 
-def precision_recall_entry(sample: SampleFeatures, ref) -> dict:
-    from .metrics import precision_recall
+def precision_groups(task, source: Source, n: int, n_rows: int) -> tuple[np.ndarray | None, str]:
+    """Bootstrap unit of each generated feature row for precision: ``(groups or None, unit name)``.
+
+    The harness's convention (as ``clip_score``): samples whose conditions carry a text
+    (text-to-image, editing, text-to-video) are resampled by *prompt* (``source.wrap``: the
+    samples of one prompt move together); other tasks by sample. Video rows are frames: the
+    frames of a sample move together.
+    """
+    per_sample = n_rows // n if n and n_rows % n == 0 else 1
+    if "text" in str(task.condition_kind):
+        units = np.asarray(source.wrap(range(n)), dtype=np.int64)
+        return np.repeat(units, per_sample), "prompts"
+    if per_sample > 1:
+        return np.repeat(np.arange(n, dtype=np.int64), per_sample), "samples"
+    return None, "samples"
+
+
+def precision_recall_entry(sample: SampleFeatures, ref, seed: int = 0, groups: np.ndarray | None = None,
+                           unit: str = "samples") -> dict:
+    """Precision (``value``) and recall, k = 3, each with a 95% percentile bootstrap interval.
+
+    ``ci95`` / ``precision_ci95``: the per-sample indicators "inside the real manifold" resampled
+    over generated samples (or over ``groups``, e.g. prompts); ``recall_ci95``: "inside the
+    generated manifold" resampled over the reference rows. The manifolds (k-NN radii) are held
+    fixed, so radius-estimation variance is not included
+    (:func:`cgmbench.metrics.bootstrap_precision_recall`). Intervals are widened to contain the value.
+    """
+    from .metrics import bootstrap_precision_recall, precision_recall_indicators
 
     if ref.features is None:
         raise CgmbenchError("precision/recall needs reference feature rows; the reference statistics hold only moments")
-    p, r = precision_recall(ref.features.astype(np.float64), sample.features.astype(np.float64), k=3)
-    return {"value": p, "precision": p, "recall": r, "value_is": "precision", "k": 3, "ci95": None,
-            "n": len(sample.features)}
+    ind = precision_recall_indicators(ref.features.astype(np.float64), sample.features.astype(np.float64), k=3)
+    p, r = ind.precision, ind.recall
+    ci_p, ci_r = bootstrap_precision_recall(ind, n_boot=N_BOOT, seed=seed, groups_fake=groups)
+    ci95_p = [min(ci_p.low, p), max(ci_p.high, p)]
+    ci95_r = [min(ci_r.low, r), max(ci_r.high, r)]
+    return {"value": p, "precision": p, "recall": r, "value_is": "precision", "k": 3, "ci95": ci95_p,
+            "precision_ci95": ci95_p, "recall_ci95": ci95_r, "n": len(sample.features),
+            "bootstrap": {"n_boot": N_BOOT, "unit": unit, "recall_unit": "reference rows",
+                          "manifolds": "fixed (radius-estimation variance not included)",
+                          "precision_std": ci_p.std, "recall_std": ci_r.std}}
 
 
 def _bootstrap_mean(values: np.ndarray, groups: np.ndarray | None = None, seed: int = 0) -> list[float]:
@@ -538,7 +574,10 @@ def compute_metrics(task, source: Source, store: SampleStore, n: int, options: H
                     elif m == "is":
                         entry, method = is_entry(sample, opts.seed), "Inception Score, torch-fidelity splits"
                     else:
-                        entry, method = precision_recall_entry(sample, ref), "k-NN manifolds, k=3"
+                        groups, unit = precision_groups(task, source, n, len(sample.features))
+                        entry = precision_recall_entry(sample, ref, opts.seed, groups, unit)
+                        method = (f"k-NN manifolds, k=3; ci95: bootstrap of the per-sample indicators, precision over "
+                                  f"{unit}, recall over reference rows, manifolds fixed")
                 except (ValueError, CgmbenchError) as error:
                     pending[m] = str(_as_user_error(error))
                     continue

@@ -14,13 +14,22 @@ same features; each module's docstring states the formula and which library's co
 :func:`clip_score`              per-pair ``100 * max(cos, 0)``
 :func:`cmmd`                    CLIP-embedding RBF MMD (sigma 10, x1000)
 :func:`precision_recall`        k-NN manifold precision and recall
+:func:`precision_recall_indicators` their per-sample manifold memberships
 :func:`bootstrap_ci`            percentile bootstrap interval of any per-item statistic
 :func:`bootstrap_fid`           FID interval by resampling feature rows
+:func:`bootstrap_precision_recall` precision/recall intervals from the memberships (manifolds fixed)
 :func:`fid_infinity`            FID extrapolated to N -> infinity (Chong & Forsyth)
 =============================== ===========================================================
 """
 
-from cgmbench.metrics.bootstrap import ConfidenceInterval, FIDInfinity, bootstrap_ci, bootstrap_fid, fid_infinity
+from cgmbench.metrics.bootstrap import (
+    ConfidenceInterval,
+    FIDInfinity,
+    bootstrap_ci,
+    bootstrap_fid,
+    bootstrap_precision_recall,
+    fid_infinity,
+)
 from cgmbench.metrics.clip_score import clip_score
 from cgmbench.metrics.cmmd import cmmd
 from cgmbench.metrics.frechet import (
@@ -33,16 +42,22 @@ from cgmbench.metrics.frechet import (
 )
 from cgmbench.metrics.inception_score import inception_score
 from cgmbench.metrics.kid import kernel_inception_distance, mmd2_unbiased, polynomial_kernel
-from cgmbench.metrics.precision_recall import precision_recall
+from cgmbench.metrics.precision_recall import (
+    PrecisionRecallIndicators,
+    precision_recall,
+    precision_recall_indicators,
+)
 
 __all__ = [
     "ConfidenceInterval",
     "FIDInfinity",
     "FrechetDistance",
+    "PrecisionRecallIndicators",
     "SingularCovarianceWarning",
     "StreamingMoments",
     "bootstrap_ci",
     "bootstrap_fid",
+    "bootstrap_precision_recall",
     "clip_score",
     "cmmd",
     "feature_statistics",
@@ -53,5 +68,6 @@ __all__ = [
     "mmd2_unbiased",
     "polynomial_kernel",
     "precision_recall",
+    "precision_recall_indicators",
     "trace_sqrt_product",
 ]

@@ -3,6 +3,10 @@
 * :func:`bootstrap_ci` — nonparametric bootstrap (Efron) with percentile intervals: resample
   the N items with replacement ``n_boot`` times, recompute the statistic, report the
   ``alpha/2`` and ``1 - alpha/2`` percentiles (``np.percentile``, linear interpolation).
+  With ``groups`` (e.g. the prompt of each sample) whole groups are resampled instead
+  (cluster bootstrap), the harness's convention for samples that share a prompt.
+* :func:`bootstrap_precision_recall` — intervals of k-NN precision and recall from their
+  per-sample indicators, the manifolds held fixed (see its docstring for what that ignores).
 * :func:`bootstrap_fid` — the same for FID, resampling feature *rows* of the generated set
   (and of the reference set when its features are given). Each replicate costs one
   ``d x d`` covariance and one Fréchet distance, so ~100 replicates is the practical default
@@ -23,6 +27,7 @@ import numpy as np
 
 from cgmbench.metrics import _checks
 from cgmbench.metrics.frechet import _covariance, frechet_distance
+from cgmbench.metrics.precision_recall import PrecisionRecallIndicators
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ def bootstrap_ci(
     alpha: float = 0.05,
     seed: int = 0,
     n_items: int | None = None,
+    groups: Any | None = None,
 ) -> ConfidenceInterval:
     """Percentile bootstrap interval of a statistic over N items.
 
@@ -56,13 +62,38 @@ def bootstrap_ci(
         alpha: 1 - confidence level (0.05 gives a 95 % interval).
         seed: seed of ``np.random.default_rng`` drawing the resamples.
         n_items: number of items, required with a function.
+        groups: with per-item values only: a label per item ``(N,)`` (e.g. the prompt index of
+            each sample). The G distinct groups are resampled with replacement (G draws per
+            replicate) and a replicate is the sum of the picked groups' values over their number
+            of items; the estimate stays the plain mean over items. Without ``groups`` every item
+            is its own group (and the two agree).
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     if n_boot < 2:
         raise ValueError(f"n_boot must be >= 2, got {n_boot}")
     rng = np.random.default_rng(seed)
-    if callable(values_or_fn):
+    if groups is not None:
+        if callable(values_or_fn):
+            raise ValueError("groups works with per-item values only, not with a function")
+        values = _checks.as_float64(values_or_fn, "values", ndim=1)
+        labels = _checks.to_numpy(groups)
+        if labels.ndim != 1 or len(labels) != len(values):
+            raise ValueError(f"groups must hold one label per value ({len(values)}), got shape {tuple(labels.shape)}")
+        if len(values) < 1:
+            raise ValueError("values is empty")
+        uniq, inverse = np.unique(labels, return_inverse=True)
+        n_groups = len(uniq)
+        sums = np.bincount(inverse, weights=values, minlength=n_groups)
+        counts = np.bincount(inverse, minlength=n_groups).astype(np.float64)
+        estimate = float(values.mean())
+        reps = np.empty(n_boot)
+        chunk = max(1, 2**22 // n_groups)
+        for start in range(0, n_boot, chunk):
+            stop = min(start + chunk, n_boot)
+            pick = rng.integers(0, n_groups, (stop - start, n_groups))
+            reps[start:stop] = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
+    elif callable(values_or_fn):
         if n_items is None or n_items < 1:
             raise ValueError("pass n_items (the number of items the function resamples) together with a function")
         fn = values_or_fn
@@ -83,6 +114,44 @@ def bootstrap_ci(
         raise ValueError("the statistic returned NaN/Inf on some bootstrap replicates")
     low, high = np.percentile(reps, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return ConfidenceInterval(estimate, float(low), float(high), float(reps.std(ddof=1)), alpha, n_boot, reps)
+
+
+def bootstrap_precision_recall(
+    indicators: PrecisionRecallIndicators,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    groups_fake: Any | None = None,
+    groups_real: Any | None = None,
+) -> tuple[ConfidenceInterval, ConfidenceInterval]:
+    """Percentile bootstrap intervals ``(precision, recall)`` of k-NN precision and recall.
+
+    Precision is the mean over generated samples of "inside some real k-NN ball", recall the
+    mean over real samples of "inside some generated k-NN ball"
+    (:func:`~cgmbench.metrics.precision_recall.precision_recall_indicators`). Each interval
+    resamples the indicators of the side being averaged -- generated samples for precision,
+    real samples for recall -- with :func:`bootstrap_ci` (``seed`` for both; the two sides are
+    drawn independently of each other's indicators).
+
+    **Approximation: the manifolds are held fixed.** A full bootstrap would resample the
+    feature rows, re-estimate the k-NN radii of both sets and recompute every membership; this
+    one keeps the memberships computed once on the full sets. It therefore ignores the
+    variance of the radius estimation (and of the other side's sample), and its intervals are
+    narrower than a full resampling's. It costs ``O(n_boot * N)`` instead of ``n_boot`` k-NN
+    passes. (Resampling rows with duplicates would also shrink k-NN radii to zero -- a
+    duplicated row is its own neighbour -- so the naive full bootstrap is biased as well.)
+
+    Args:
+        indicators: the per-sample memberships of one precision/recall evaluation.
+        groups_fake, groups_real: optional group label per generated / real sample (e.g. the
+            prompt of each sample); whole groups are then resampled (see :func:`bootstrap_ci`).
+    """
+    if not isinstance(indicators, PrecisionRecallIndicators):
+        raise ValueError(f"indicators must be PrecisionRecallIndicators (from precision_recall_indicators), "
+                         f"got {type(indicators).__name__}")
+    precision = bootstrap_ci(indicators.fake_in_real, n_boot=n_boot, alpha=alpha, seed=seed, groups=groups_fake)
+    recall = bootstrap_ci(indicators.real_in_fake, n_boot=n_boot, alpha=alpha, seed=seed, groups=groups_real)
+    return precision, recall
 
 
 def bootstrap_fid(
