@@ -20,8 +20,8 @@ ShapesWordEncoder      none to download: a small word-level transformer over the
 CLIPTextEncoder        ``openai/clip-vit-large-patch14`` (transformers), SD3's CLIP-L
 OpenCLIPBigGEncoder    ``laion/CLIP-ViT-bigG-14-laion2B-39B-b160k`` (open_clip), SD3's CLIP-G
 T5XXLEncoder           ``google/t5-v1_1-xxl`` (transformers), SD3's T5
-LDMBertEncoder         inside the LDM txt2img-f8-large checkpoint (``cond_stage_model.transformer.*``);
-                       not implemented, raises a clear error
+LDMBertEncoder         inside the LDM txt2img-f8-large checkpoint (``cond_stage_model.transformer.*``),
+                       with the ``bert-base-uncased`` tokenizer files (:mod:`baselines.ldm_bert`)
 =====================  =========================================================================
 
 Hub weights are read from the local Hugging Face cache only (``local_files_only=True``): nothing is
@@ -46,6 +46,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from baselines.ldm_bert import BERTEmbedder, BERTTokenizer
 from cgmbench.errors import CgmbenchError
 
 __all__ = [
@@ -384,24 +385,39 @@ class SD3TextEncoders(TextEncoder):
         return torch.cat([clip, t5_tok], dim=1), torch.cat([l_pool, g_pool], dim=-1), info
 
 
-class LDMBertEncoder(TextEncoder):
-    """The LDM-BERT conditioner of LDM txt2img-f8-large (``BERTEmbedder``: a 32-layer, 1280-d x-transformers
-    encoder with the BERT tokenizer, weights under ``cond_stage_model.transformer.*`` of the checkpoint).
+class LDMBertEncoder(BERTEmbedder, TextEncoder):
+    """The LDM-BERT conditioner of LDM txt2img-f8-large: the CompVis ``BERTEmbedder`` (a 32-layer, 1280-d
+    x-transformers encoder over the ``bert-base-uncased`` tokenizer; :mod:`baselines.ldm_bert`).
 
-    Not implemented in cgmbench: constructing it raises a :class:`CgmbenchError` that says so.
+    Build it with :meth:`from_state_dict` from the checkpoint's ``cond_stage_model.`` part (keys
+    ``transformer.*``; its own ``state_dict()`` has exactly these keys). The tokenizer is read from the local
+    Hugging Face cache (``tokenizer=`` overrides it); a missing one is a :class:`CgmbenchError` naming
+    ``bert-base-uncased`` and the files to fetch.
+
+    ``encode(texts) -> (tokens, pooled, info)``: ``tokens`` float32 ``[B, 77, n_embed]``, the final-norm hidden
+    states of all 77 positions (``[PAD]`` included and unmasked, as the official model computes them);
+    ``pooled`` has no LDM-BERT counterpart and is an empty ``[B, 0]`` tensor (``pooled_width = 0``, like
+    :class:`T5XXLEncoder`); ``info`` = ``context_length``, ``truncated`` (prompts longer than 77 tokens, cut),
+    ``encoder``.
     """
 
-    context_length = 77
-    width = 1280
-    pooled_width = 0
+    def __init__(self, n_embed: int = 1280, n_layer: int = 32, vocab_size: int = 30522, max_seq_len: int = 77,
+                 heads: int = 8, dim_head: int = 64, *, tokenizer: "BERTTokenizer | None" = None):
+        super().__init__(n_embed, n_layer, vocab_size, max_seq_len, heads, dim_head)
+        self.tokenizer = tokenizer if tokenizer is not None else BERTTokenizer(max_length=max_seq_len)
+        if self.tokenizer.max_length != max_seq_len:
+            raise CgmbenchError(f"the LDM-BERT tokenizer pads to {self.tokenizer.max_length} tokens, the network "
+                                f"has {max_seq_len} positions")
+        if len(self.tokenizer) > vocab_size:
+            raise CgmbenchError(f"the LDM-BERT tokenizer {self.tokenizer.hub_id!r} has {len(self.tokenizer)} tokens, "
+                                f"more than the checkpoint's vocabulary of {vocab_size}",
+                                "use the bert-base-uncased tokenizer files (30522 tokens)")
+        self.context_length = max_seq_len
+        self.width = n_embed
+        self.pooled_width = 0
 
-    def __init__(self, state_dict=None):
-        n = len(state_dict) if state_dict is not None else 0
-        raise CgmbenchError(
-            "the LDM-BERT text conditioner of ldm:txt2img-f8-large (cond_stage_model.transformer.*, "
-            f"{n} tensors in the checkpoint) is not implemented in cgmbench; its U-Net and VAE load, but it "
-            "cannot encode prompts",
-            "use ldm:shapes-t2i-tiny, or build LDMGenerator.from_parts(...) with your own text encoder")
-
-    def encode(self, texts):  # pragma: no cover - unreachable, __init__ raises
-        raise NotImplementedError
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        ids, info = self.tokenizer(texts)
+        tokens = self(ids.to(self.transformer.token_emb.weight.device)).float()
+        return tokens, tokens.new_zeros(len(ids), 0), info
