@@ -28,8 +28,10 @@ register_file(KnownFile(
     description="LDM-KL-8-G text-to-image, 1.45B, LAION-400M; CompVis Lightning .ckpt (weights under 'state_dict')"))
 register_file(KnownFile(
     name="ldm:cin256-v2", filename="ldm-cin256-v2.ckpt",
-    url="https://ommer-lab.com/files/latent-diffusion/nitro/cin/model.ckpt", license="MIT (CompVis/latent-diffusion)",
-    description="LDM-VQ-4 class-conditional ImageNet 256; CompVis Lightning .ckpt"))
+    url="https://ommer-lab.com/files/latent-diffusion/nitro/cin/model.ckpt", size=1_827_378_153,
+    license="MIT (CompVis/latent-diffusion)",
+    description=("LDM-VQ-4 class-conditional ImageNet 256 (cin256-v2, FID 3.60 with guidance 1.5); CompVis "
+                 "Lightning .ckpt (weights under 'state_dict'); size from the official notebook's download log")))
 register_file(KnownFile(
     name="sd3:medium", filename="sd3_medium.safetensors", hub_id="stabilityai/stable-diffusion-3-medium",
     size=4_340_000_000, license="Stability AI Community License (gated)",
