@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="image side in pixels")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cleanfid-workers", type=int, default=0,
+                        help="also time clean-fid with this many DataLoader worker processes (0: only num_workers=0)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -100,17 +102,21 @@ def main() -> None:
         def cleanfid_model(x):  # clean-fid's InceptionV3W: (x - 128) / 128 on the resized float images
             return net((x - 128) / 128)["pool3"]
 
-        def run_cleanfid():
-            feats = [cleanfid.get_folder_features(str(d), model=cleanfid_model, num_workers=0,
+        def run_cleanfid(workers=0):
+            feats = [cleanfid.get_folder_features(str(d), model=cleanfid_model, num_workers=workers,
                                                   batch_size=args.batch_size, device=torch.device("cpu"),
                                                   mode="clean", verbose=False) for d in (dir_a, dir_b)]
             stats = [(f.mean(0), np.cov(f, rowvar=False)) for f in feats]
             try:  # clean-fid's own distance (scipy sqrtm); it refuses singular cases (N < 2048)
                 return cleanfid.frechet_distance(stats[0][0], stats[0][1], stats[1][0], stats[1][1]), "sqrtm"
-            except ValueError:
-                return frechet_distance(*stats[0], *stats[1]), "cgmbench FD (clean-fid's sqrtm refused N < d)"
+            except (ValueError, TypeError) as e:  # N < d, or SciPy >= 1.16 dropped sqrtm(disp=)
+                why = "sqrtm refused N < d" if isinstance(e, ValueError) else "sqrtm(disp=) gone from SciPy"
+                return frechet_distance(*stats[0], *stats[1]), f"cgmbench FD: clean-fid's {why}"
 
         (theirs_clean, how), t_cleanfid = timed(run_cleanfid)
+        t_cleanfid_workers = None
+        if args.cleanfid_workers:
+            _, t_cleanfid_workers = timed(lambda: run_cleanfid(args.cleanfid_workers))
 
         # -- tf-exact protocol: cgmbench vs torchmetrics ------------------------------------------
         ours_tf, t_ours_tf = timed(lambda: folder_fid(dir_a, dir_b, "tf-exact", "inception-v3", str(weights),
@@ -134,6 +140,9 @@ def main() -> None:
         print(f"| clean (vs clean-fid, {how}) | {ours_clean:.6f} | {theirs_clean:.6f} | "
               f"{abs(ours_clean - theirs_clean) / abs(theirs_clean):.1e} | {t_ours_clean:.1f} | {t_cleanfid:.1f} | "
               f"{t_cleanfid / t_ours_clean:.2f} |")
+        if t_cleanfid_workers is not None:
+            print(f"| clean (vs clean-fid, num_workers={args.cleanfid_workers}) | | | | {t_ours_clean:.1f} | "
+                  f"{t_cleanfid_workers:.1f} | {t_cleanfid_workers / t_ours_clean:.2f} |")
         print(f"| tf-exact (vs torchmetrics antialias=False) | {ours_tf:.6f} | {theirs_tf:.6f} | "
               f"{abs(ours_tf - theirs_tf) / abs(theirs_tf):.1e} | {t_ours_tf:.1f} | {t_torchmetrics:.1f} | "
               f"{t_torchmetrics / t_ours_tf:.2f} |")

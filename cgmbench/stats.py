@@ -160,13 +160,63 @@ def load_stats(key: str, folder: Path | None = None) -> ReferenceStats | None:
 # ------------------------------------------------------------------------------------ computing
 
 
-def iter_feature_batches(extractor, batches: Iterator[np.ndarray], batch_size: int = 256
+def iter_feature_batches(extractor, batches: Iterator[np.ndarray], batch_size: int = 256, prefetch: bool = True
                          ) -> Iterator[torch.Tensor]:
-    """Features of uint8 ``[B, 3, H, W]`` (or video ``[B, T, 3, H, W]``: every frame) arrays, batch by batch."""
-    for arr in batches:
+    """Features of uint8 ``[B, 3, H, W]`` (or video ``[B, T, 3, H, W]``: every frame) arrays, batch by batch.
+
+    With ``prefetch`` (default) reading/decoding the next batch and the extractor's CPU-side preparation
+    (:meth:`FeatureExtractor.prepare`, e.g. the protocol's resize) run in a background thread while the network
+    runs on the current batch; the features are the same either way (same batches, same order).
+    """
+    def prepared(arr: np.ndarray) -> list:
         if arr.ndim == 5:
             arr = arr.reshape(-1, *arr.shape[2:])
-        yield extractor(torch.from_numpy(np.ascontiguousarray(arr)), batch_size=batch_size)
+        return extractor.prepare(torch.from_numpy(np.ascontiguousarray(arr)), batch_size)
+
+    stages = map(prepared, batches)
+    for chunks in (background(stages) if prefetch else stages):
+        yield extractor.features_of_prepared(chunks)
+
+
+def background(items: Iterator, depth: int = 2) -> Iterator:
+    """Iterate ``items`` in a daemon thread, up to ``depth`` ahead of the consumer; its exceptions re-raise here.
+
+    PIL decoding/resizing and torch kernels release the GIL, so this overlaps image preparation with the
+    network (clean-fid gets the same overlap from DataLoader workers; one thread needs no pickling)."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((True, done))
+        except BaseException as error:  # handed to the consumer
+            q.put((False, error))
+
+    thread = threading.Thread(target=work, name="cgmbench-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def stats_from_features(batches: Iterator[torch.Tensor], max_features: int = MAX_FEATURES

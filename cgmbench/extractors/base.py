@@ -66,9 +66,22 @@ class FeatureExtractor(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """Features ``[B, feature_dim]`` as float64 on the CPU, ``batch_size`` images per pass (all if None)."""
+        return self.features_of_prepared(self.prepare(images, batch_size))
+
+    # Two stages, so that a pipeline (:func:`cgmbench.stats.iter_feature_batches`) can run the CPU-side
+    # preparation of the next batch in a background thread while the network runs on this one. Together
+    # they compute exactly what :meth:`forward` computes.
+
+    def prepare(self, images: torch.Tensor, batch_size: int | None = None) -> list:
+        """Stage 1 (thread-safe, no network): validate ``images`` and cut them into network batches.
+        Subclasses may also do their CPU-bound preprocessing here (resizing, normalising)."""
         check_images(images)
+        return split_batches(images, batch_size)
+
+    @torch.no_grad()
+    def features_of_prepared(self, chunks: list) -> torch.Tensor:
+        """Stage 2: the network on what :meth:`prepare` returned; float64 CPU features."""
         with tf32_disabled():
-            chunks = split_batches(images, batch_size)
             return torch.cat([self.features(chunk).to("cpu", torch.float64) for chunk in chunks])
 
     def describe(self) -> dict[str, Any]:

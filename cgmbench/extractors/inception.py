@@ -25,6 +25,7 @@ from __future__ import annotations
 from cgmbench.extractors.errors import ExtractorError
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -263,6 +264,13 @@ class FIDInceptionNetwork(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PreprocessedBatch:
+    """Network input ``x`` ``[B, 3, 299, 299]`` that a protocol already produced (see ``FIDInceptionV3.prepare``)."""
+
+    x: torch.Tensor
+
+
 class FIDInceptionV3(FeatureExtractor):
     """FID Inception feature extractor: uint8 images -> 2048-d pool3 features (float64, CPU).
 
@@ -313,10 +321,21 @@ class FIDInceptionV3(FeatureExtractor):
     def _device(self) -> torch.device:
         return self.network.fc.weight.device
 
-    def _run(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _run(self, images: "torch.Tensor | PreprocessedBatch") -> dict[str, torch.Tensor]:
         """One batch through protocol + network (caller handles no_grad and TF32)."""
+        if isinstance(images, PreprocessedBatch):
+            return self.network(images.x.to(self._device()))
         x = self.protocol(images.to(self._device()), dtype=self.compute_dtype)
         return self.network(x)
+
+    def prepare(self, images: torch.Tensor, batch_size: int | None = None) -> list:
+        """Batches for :meth:`features_of_prepared`; the protocol's resize already applied where it runs on
+        the CPU anyway (every protocol when the network is on the CPU; clean-fid's PIL resize always), so
+        a pipeline can overlap it with the network. Same numbers as :meth:`forward`."""
+        chunks = super().prepare(images, batch_size)
+        if self._device().type != "cpu" and self.protocol.resize != "pil-bicubic-float":
+            return chunks  # the resize runs on the accelerator, next to the network
+        return [PreprocessedBatch(self.protocol(c, dtype=self.compute_dtype)) for c in chunks]
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self._run(images)["pool3"]
