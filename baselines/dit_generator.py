@@ -205,6 +205,7 @@ class DiTGenerator(Generator):
 
     condition_kinds = frozenset({"class"})
     knobs = KNOBS
+    precisions = ("fp32", "bf16")
     description = "DiT (Peebles & Xie 2023): class-conditional diffusion transformer, DDPM/DDIM + CFG"
 
     def __init__(self, model: DiT, decoder: LatentDecoder, image_size: int, checkpoint: CheckpointInfo,
@@ -370,7 +371,7 @@ class DiTGenerator(Generator):
         diffusion = self._diffusion(int(k["steps"]))
         kwargs = dict(noise=x_T, clip_denoised=self.clip_denoised, model_kwargs={"y": labels},
                       device=self.device, step_noise=step_noise)
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             if k["sampler"] == "ddpm":
                 latents = diffusion.p_sample_loop(model_fn, shape, **kwargs)
             else:

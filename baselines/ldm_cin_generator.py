@@ -122,6 +122,7 @@ class LDMClassGenerator(Generator):
     #: samples run through the networks this many at a time. 1 (default) makes every sample bit-identical
     #: whatever batch it arrives in; larger is faster on a GPU and may differ in the last bits.
     micro_batch: int = 1
+    precisions = ("fp32", "bf16")
     description = "Latent Diffusion (CompVis) class-conditional: VQ-f4 autoencoder + class-token cross-attention U-Net"
 
     def __init__(self, unet: UNetModel, first_stage: VQModelInterface, cond_stage: ClassEmbedder, *,
@@ -273,10 +274,11 @@ class LDMClassGenerator(Generator):
             generators = [torch_generator(int(s)) for s in seeds[lo:hi]]
             x_T = per_sample_noise(generators, self.latent_shape, device=self.device)
             sampler = DDIMSampler(self.apply_model, self.alphas_cumprod)
-            z, _ = sampler.sample(steps, hi - lo, self.latent_shape, conditioning=c[lo:hi], eta=eta, x_T=x_T,
-                                  unconditional_guidance_scale=w,
-                                  unconditional_conditioning=None if uc is None else uc[lo:hi],
-                                  step_noise=PerSampleNoise(generators, device=self.device), log_every_t=10**9)
-            images.append(self.decode_first_stage(z))
+            with self.autocast():
+                z, _ = sampler.sample(steps, hi - lo, self.latent_shape, conditioning=c[lo:hi], eta=eta, x_T=x_T,
+                                      unconditional_guidance_scale=w,
+                                      unconditional_conditioning=None if uc is None else uc[lo:hi],
+                                      step_noise=PerSampleNoise(generators, device=self.device), log_every_t=10**9)
+                images.append(self.decode_first_stage(z.float()))
         return to_uint8(torch.cat(images)).cpu()
 

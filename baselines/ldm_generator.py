@@ -28,8 +28,10 @@ Variants
 LDM's ``scale_by_std`` (1 / std of the first-stage latents) and stored with the weights.
 
 ``txt2img-f8-large`` (official, ``cgmbench weights fetch ldm:txt2img-f8-large``): LDM-KL-8-G, SD's KL-f8
-autoencoder (``scale_factor`` 0.18215), a 1280-d-context U-Net; the U-Net and autoencoder load strictly,
-but its LDM-BERT conditioner is not implemented here (a :class:`CgmbenchError` says so);
+autoencoder (``scale_factor`` 0.18215), a 1280-d-context U-Net and its LDM-BERT conditioner
+(:class:`baselines.text_encoders.LDMBertEncoder`, :mod:`baselines.ldm_bert`), all three loaded strictly from
+the checkpoint; LDM-BERT also needs the ``bert-base-uncased`` tokenizer files in the local Hugging Face cache
+(``huggingface-cli download bert-base-uncased vocab.txt tokenizer.json tokenizer_config.json``).
 :meth:`LDMGenerator.from_parts` accepts any other text encoder.
 
 The first section of this module is the training plumbing shared with :mod:`baselines.sd3_generator`.
@@ -287,18 +289,22 @@ def _knobs(defaults: dict) -> tuple[Knob, ...]:
 class LDMGenerator(Generator):
     """Latent diffusion text-to-image (see the module docstring)."""
 
-    condition_kinds = frozenset({"text"})
+    #: text-to-image; the class-conditional checkpoints (``ldm:cin256-v2``) are served by
+    #: :class:`baselines.ldm_cin_generator.LDMClassGenerator` through :meth:`load`
+    condition_kinds = frozenset({"text", "class"})
     knobs = _knobs(LDM_TINY_CONFIGS["tiny"]["defaults"])
     #: samples run through the networks this many at a time. 1 (default) makes every sample bit-identical
     #: whatever batch it arrives in (CPU conv/matmul kernels round differently for other batch sizes);
     #: larger is faster on a GPU and may differ in the last bits.
     micro_batch: int = 1
+    precisions = ("fp32", "bf16")
     description = "Latent Diffusion (CompVis): KL autoencoder + cross-attention U-Net + text encoder, DDIM sampling"
 
     def __init__(self, unet: UNetModel, vae: AutoencoderKL, text_encoder: TextEncoder, *, scale_factor: float,
                  alphas_cumprod: torch.Tensor, resolution: int, defaults: dict, checkpoint: CheckpointInfo | None,
                  device: str = "cpu"):
         super().__init__((resolution, resolution), checkpoint=checkpoint, device=device)
+        self.condition_kinds = frozenset({"text"})  # this instance: text-to-image
         self.unet = unet.to(device).eval()
         self.vae = vae.to(device).eval()
         self.text_encoder = text_encoder
@@ -319,10 +325,20 @@ class LDMGenerator(Generator):
         out = {name: "shipped: tiny LDM trained on shapes-t2i (32x32), KL-f4 latents, word-level text encoder"
                for name in SHIPPED_LDM}
         out.update({name: v["description"] + f" (weights {v['weights']})" for name, v in LDM_VARIANTS.items()})
+        from baselines.ldm_cin_generator import LDMClassGenerator
+
+        out.update(LDMClassGenerator.variants())
         return out
 
     @classmethod
-    def load(cls, task, variant=None, checkpoint=None, device="cpu") -> "LDMGenerator":
+    def load(cls, task, variant=None, checkpoint=None, device="cpu") -> "Generator":
+        from baselines.ldm_cin_generator import LDM_CIN_VARIANTS, LDMClassGenerator
+
+        if variant in LDM_CIN_VARIANTS and task.condition_kind != "class":
+            raise CgmbenchError(f"ldm:{variant} is class-conditional; task {task.name!r} gives "
+                                f"{task.condition_kind!r} conditions", "use a text-to-image ldm checkpoint")
+        if variant in LDM_CIN_VARIANTS or (task.condition_kind == "class" and variant is None):
+            return LDMClassGenerator.load(task, variant=variant, checkpoint=checkpoint, device=device)
         if checkpoint is not None:
             path = Path(checkpoint)
             if not path.is_file():
@@ -385,11 +401,17 @@ class LDMGenerator(Generator):
     @classmethod
     def from_compvis(cls, path, variant: str, *, device="cpu", info: CheckpointInfo | None = None,
                      text_encoder: TextEncoder | None = None) -> "LDMGenerator":
-        """An official checkpoint. Without ``text_encoder`` its own conditioner is built, which for
-        txt2img-f8-large (LDM-BERT) raises a CgmbenchError: not implemented here."""
+        """An official checkpoint. Without ``text_encoder`` its own conditioner is built from its
+        ``cond_stage_model.`` tensors: LDM-BERT for txt2img-f8-large (:class:`LDMBertEncoder`)."""
         unet, vae, parts = cls.load_compvis_parts(path, variant)
         if text_encoder is None:
-            text_encoder = LDMBertEncoder(parts["cond_stage_model"])
+            text_encoder = LDMBertEncoder.from_state_dict(parts["cond_stage_model"])
+        context = next((v.shape[1] for k, v in parts["diffusion_model"].items() if k.endswith("attn2.to_k.weight")),
+                       None)
+        width = getattr(text_encoder, "width", context)
+        if context is not None and width != context:
+            raise CgmbenchError(f"{path}: the U-Net cross-attends to {context}-d context, the text encoder gives "
+                                f"{width}-d tokens")
         return cls.from_parts(unet, vae, text_encoder, variant=variant, checkpoint=info, device=device,
                               buffers=parts["buffers"])
 
@@ -435,11 +457,13 @@ class LDMGenerator(Generator):
             generators = [torch_generator(s) for s in seeds[lo:hi]]
             x_T = per_sample_noise(generators, self.latent_shape, device=self.device)
             sampler = DDIMSampler(self.apply_model, self.alphas_cumprod)
-            z, _ = sampler.sample(steps, hi - lo, self.latent_shape, conditioning=c[lo:hi], eta=eta, x_T=x_T,
-                                  unconditional_guidance_scale=w,
-                                  unconditional_conditioning=None if uc is None else uc[lo:hi],
-                                  step_noise=PerSampleNoise(generators, device=self.device), log_every_t=10**9)
-            images.append(self.vae.decode(z / self.scale_factor))
+            with self.autocast():
+                z, _ = sampler.sample(steps, hi - lo, self.latent_shape, conditioning=c[lo:hi], eta=eta, x_T=x_T,
+                                      unconditional_guidance_scale=w,
+                                      unconditional_conditioning=None if uc is None else uc[lo:hi],
+                                      step_noise=PerSampleNoise(generators, device=self.device),
+                                      log_every_t=10**9)
+                images.append(self.vae.decode(z.float() / self.scale_factor))
         x = torch.cat(images)
         return to_uint8(x).cpu()
 

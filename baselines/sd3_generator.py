@@ -154,6 +154,7 @@ class SD3Generator(Generator):
     #: samples run through the networks this many at a time; 1 (default) makes each sample bit-identical
     #: whatever batch it arrives in; larger is faster on a GPU and may differ in the last bits.
     micro_batch: int = 1
+    precisions = ("fp32", "bf16")
     description = "SD3-style rectified flow with an MM-DiT (joint text/image attention); Euler / DPM++(2M) sampling"
 
     def __init__(self, mmdit: MMDiT, text_encoder: TextEncoder, *, resolution: int, defaults: dict,
@@ -296,7 +297,8 @@ class SD3Generator(Generator):
             extra = {"cond": {key: v[lo:hi] for key, v in cond.items()},
                      "uncond": None if uncond is None else {key: v[lo:hi] for key, v in uncond.items()},
                      "cond_scale": k["guidance_scale"]}
-            out.append(self.decode(SAMPLERS[k["sampler"]](denoiser, x, sigmas, extra_args=extra)))
+            with self.autocast():
+                out.append(self.decode(SAMPLERS[k["sampler"]](denoiser, x, sigmas, extra_args=extra).float()))
         x0 = torch.cat(out)
         return to_uint8(x0).cpu()
 

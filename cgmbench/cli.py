@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--guidance", help="guidance scale w: pred = uncond + w*(cond - uncond); same as "
                                       "--knob guidance_scale=W")
     r.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, … (default: cuda if available)")
+    r.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="network precision: fp32 (default) or bf16 autocast (GPU speed; recorded in run.json)")
     r.add_argument("--json", action="store_true", help="print the whole run record as JSON")
 
     ls = sub.add_parser("list", help="list tasks or models")
@@ -114,7 +116,7 @@ def cmd_run(args) -> int:
 
     cfg = RunConfig(task=args.task, model=args.model, num_samples=args.num_samples, seed=args.seed,
                     batch_size=args.batch_size, out=args.out, resume=args.resume, knobs=_knobs(args),
-                    checkpoint=args.checkpoint, device=_device(args.device))
+                    checkpoint=args.checkpoint, device=_device(args.device), precision=args.precision)
     from .distributed import is_distributed, rank, run_distributed
 
     record = (run_distributed if is_distributed() else run)(cfg, log=lambda m: print(m, file=sys.stderr))

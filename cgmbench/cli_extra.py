@@ -35,6 +35,8 @@ def register(subparsers) -> None:
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--checkpoint", help="a checkpoint file to load instead of the task's default")
     s.add_argument("--device", default="auto")
+    s.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="network precision: fp32 (default) or bf16 autocast")
 
     lb = subparsers.add_parser(
         "leaderboard", allow_abbrev=False, help="rank recorded runs of a task with confidence intervals",
@@ -91,7 +93,8 @@ def cmd_sweep(args) -> int:
     fixed = dict(_parse_knob(k) for k in (args.fixed or []))
     cfg = SweepConfig(task=args.task, model=args.model, grid=grid, out=args.out, num_samples=args.num_samples,
                       seed=args.seed, batch_size=args.batch_size, checkpoint=args.checkpoint,
-                      device=_device(args.device), fixed_knobs=fixed)
+                      device=_device(args.device), fixed_knobs=fixed,
+                      precision=args.precision)
     index = run_sweep(cfg, log=_log)
     print(sweep_table(index))
     return 0

@@ -8,6 +8,7 @@ A generator declares
   ``guidance_scale`` (the suite's convention, :mod:`cgmbench.guidance`), ``steps``,
   ``truncation``, ``temperature``;
 * ``checkpoint``: where its weights came from (:class:`CheckpointInfo`), or ``None``;
+* ``precisions``: the numeric precisions it can sample in (:data:`PRECISIONS`; ``"fp32"`` always);
 
 and implements ``generate(conditions, seeds, **knobs)``, which returns uint8 images
 ``[B, 3, H, W]`` (videos ``[B, T, 3, H, W]``). ``seeds[i]`` is the only source of randomness of
@@ -21,6 +22,7 @@ model for a task, a checkpoint variant (``--model NAME:VARIANT``) or a file (``-
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -33,6 +35,12 @@ from .errors import CgmbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .tasks import TaskSpec
+
+#: numeric precisions a run may ask for (``cgmbench run --precision``):
+#: ``fp32``: every network in float32 (TF32 off: the default, and what reference numbers use);
+#: ``bf16``: networks under ``torch.autocast(dtype=torch.bfloat16)`` -- matmuls, convolutions and attention in
+#: bfloat16, while the sampler's own arithmetic (noise, schedules, guidance combination) stays float32.
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,11 @@ class Generator(ABC):
     #: True for models without trained weights of their own (oracle, noise)
     reference: bool = False
     description: str = ""
+    #: precisions this model can sample in (see :data:`PRECISIONS`); models that run their networks
+    #: under :meth:`autocast` add ``"bf16"``
+    precisions: tuple[str, ...] = ("fp32",)
+    #: the precision in use (set through :meth:`set_precision`)
+    precision: str = "fp32"
 
     def __init__(self, resolution: tuple[int, int], frames: int | None = None,
                  checkpoint: CheckpointInfo | None = None, device: str = "cpu"):
@@ -135,6 +148,23 @@ class Generator(ABC):
     def generate(self, conditions: Conditions, seeds: Sequence[int], **knobs) -> torch.Tensor:
         """uint8 ``[B, 3, H, W]`` (or ``[B, T, 3, H, W]``) samples, sample ``i`` from ``seeds[i]`` alone."""
 
+    # -- precision ----------------------------------------------------------------------
+
+    def set_precision(self, precision: str) -> None:
+        """Sample in ``precision`` (one of :attr:`precisions`); a clear error otherwise."""
+        if precision not in PRECISIONS:
+            raise CgmbenchError(f"unknown precision {precision!r}", f"choose one of: {', '.join(PRECISIONS)}")
+        if precision not in self.precisions:
+            raise CgmbenchError(f"model {self.name!r} cannot sample in {precision}",
+                                f"it supports: {', '.join(self.precisions)}")
+        self.precision = precision
+
+    def autocast(self):
+        """Context for the network calls: ``torch.autocast(bfloat16)`` under ``bf16``, nothing under ``fp32``."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16)
+
     # -- knobs --------------------------------------------------------------------------
 
     def resolve_knobs(self, given: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +184,7 @@ class Generator(ABC):
             "knobs": [k.to_dict() for k in self.knobs],
             "resolution": list(self.resolution),
             "frames": self.frames,
+            "precision": self.precision,
             "checkpoint": self.checkpoint.to_dict() if self.checkpoint else None,
         }
 

@@ -72,6 +72,10 @@ def load_model(spec: str, task, checkpoint: str | None = None, device: str = "cp
         variant = task.checkpoints.get(name)
     model = cls.load(task, variant=variant, checkpoint=checkpoint, device=device)
     model.name = name
+    if task.condition_kind not in model.condition_kinds:  # a model class may serve several kinds by checkpoint
+        what = model.checkpoint.name if model.checkpoint else spec
+        raise CgmbenchError(f"{name} checkpoint {what} does not accept {task.condition_kind!r} conditions, which "
+                            f"task {task.name!r} gives", f"it accepts: {', '.join(sorted(model.condition_kinds))}")
     if tuple(model.resolution) != (task.resolution, task.resolution):
         what = model.checkpoint.name if model.checkpoint else name
         raise CgmbenchError(f"{name} checkpoint {what} makes {model.resolution[0]}x{model.resolution[1]} images, "

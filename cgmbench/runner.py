@@ -44,6 +44,7 @@ class RunConfig:
     knobs: dict = field(default_factory=dict)
     checkpoint: str | None = None
     device: str = "cpu"
+    precision: str = "fp32"
     progress: bool = True
 
 
@@ -80,6 +81,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     if cfg.batch_size < 1:
         raise CgmbenchError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     model = load_model(cfg.model, task, checkpoint=cfg.checkpoint, device=cfg.device)
+    model.set_precision(cfg.precision)
     knobs = model.resolve_knobs(cfg.knobs)
     ckpt = model.checkpoint.to_dict() if model.checkpoint else None
     sample_shape = task.sample_shape()
@@ -88,6 +90,8 @@ def prepare(cfg: RunConfig) -> Prepared:
         "checkpoint_sha256": ckpt.get("sha256") if ckpt else None, "knobs": knobs, "n": n, "seed": cfg.seed,
         "sample_shape": list(sample_shape),
     }
+    if cfg.precision != "fp32":  # fp32 runs keep the index identity they always had
+        config["precision"] = cfg.precision
     out = Path(cfg.out) if cfg.out else default_out(task.name, cfg.model, knobs, n, cfg.seed)
     return Prepared(task, model, n, knobs, ckpt, sample_shape, config, out)
 
@@ -107,7 +111,7 @@ def finish(p: Prepared, cfg: RunConfig, store: SampleStore, timings: dict, t0: f
         "schema": SCHEMA,
         "task": {"name": p.task.name, "kind": p.task.kind, "spec_sha256": p.task.sha256},
         "model": {"name": p.model.name, "spec": cfg.model, "checkpoint": p.checkpoint, "knobs": p.knobs,
-                  "reference_model": bool(p.model.reference)},
+                  "reference_model": bool(p.model.reference), "precision": p.model.precision},
         "n": p.n,
         "seed": cfg.seed,
         "samples": {"dir": "samples", "format": SAMPLES_FORMAT, "sample_shape": list(p.sample_shape),

@@ -105,6 +105,7 @@ class SweepConfig:
     checkpoint: str | None = None
     device: str = "cpu"
     fixed_knobs: dict = field(default_factory=dict)  # knobs held fixed at every point
+    precision: str = "fp32"
     progress: bool = True
 
 
@@ -193,7 +194,8 @@ def run_sweep(cfg: SweepConfig, log=print, before_point: Callable[[dict], None] 
             before_point(point)
         rcfg = RunConfig(task=cfg.task, model=cfg.model, num_samples=n, seed=cfg.seed, batch_size=cfg.batch_size,
                          out=str(run_dir), resume=True, knobs={**cfg.fixed_knobs, **point},
-                         checkpoint=cfg.checkpoint, device=cfg.device, progress=cfg.progress)
+                         checkpoint=cfg.checkpoint, device=cfg.device, precision=cfg.precision,
+                         progress=cfg.progress)
         record = run_fn(rcfg, log=lambda m: None)
         entry.update({"status": "complete", "identity_sha256": record.get("identity_sha256"),
                       "samples_sha256": record.get("samples_sha256"), "resolved_knobs": record["model"]["knobs"],

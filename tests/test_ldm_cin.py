@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from baselines.ldm import LDM_CIN256_V2_UNET_CONFIG, UNetModel
 from baselines.ldm_cin_generator import LDM_CIN_VARIANTS, ClassEmbedder, LDMClassGenerator
+from baselines.ldm_generator import LDMGenerator
 from baselines.ldm_vq import LDM_VQ_F4_CONFIG, VQModelInterface
 from cgmbench.conditions import Conditions
 from cgmbench.diffusion import ldm_alphas_cumprod
@@ -260,3 +261,20 @@ def test_generate_refuses_bad_conditions(tiny_variant):
     with pytest.raises(CgmbenchError, match="steps=3 cannot be used.*DDIM timestep 1000"):
         gen.generate(_cond([0]), [1], steps=3)
     assert {k.name: k.default for k in gen.knobs} == {"guidance_scale": 1.5, "steps": 250, "eta": 0.0}
+
+
+# ----------------------------------------------------------------------------- through the `ldm` model name
+
+
+def test_the_ldm_model_name_serves_cin256_v2_for_class_tasks():
+    from cgmbench.registry import load_model
+
+    # imagenet256-cc names ldm:cin256-v2 as its default: the class-conditional loader answers (weights missing)
+    with pytest.raises(CgmbenchError, match="ommer-lab.com/files/latent-diffusion/nitro/cin/model.ckpt"):
+        load_model("ldm", load_task("imagenet256-cc"))
+    # a class-conditional checkpoint on a text task, and a text checkpoint on a class task, are refused up front
+    with pytest.raises(CgmbenchError, match="class-conditional"):
+        load_model("ldm:cin256-v2", load_task("coco-t2i"))
+    with pytest.raises(CgmbenchError, match="does not accept 'class'"):
+        load_model("ldm:shapes-t2i-tiny", load_task("shapes-cc"))
+    assert "cin256-v2" in LDMGenerator.variants()
