@@ -49,6 +49,9 @@ def register(subparsers) -> None:
     lb.add_argument("--format", choices=["table", "csv", "markdown", "html"], default="table")
     lb.add_argument("--metric", help="metric to rank on (default: judge, else the task's first recorded)")
     lb.add_argument("--html-out", help="with --format html: file to write (default leaderboards/<task>/index.html)")
+    lb.add_argument("--by", metavar="COLUMN",
+                    help="per-category table instead: one column per prompt category of COLUMN (e.g. category, "
+                         "challenge); ranks a single category with --metric 'clip_score[category=Colors]'")
 
     p = subparsers.add_parser("plot", help="figures: Pareto curves of a task, sample grids of a run or sweep")
     psub = p.add_subparsers(dest="plot_kind", metavar="KIND")
@@ -103,7 +106,17 @@ def cmd_sweep(args) -> int:
 def cmd_leaderboard(args) -> int:
     from . import leaderboard as lbm
 
+    if args.task.endswith(".toml"):  # a task file: its records carry the task's name
+        from .tasks import load_task
+
+        args.task = load_task(args.task).name
     records = lbm.collect_records(args.task, args.runs, warn=_log)
+    if args.by:
+        table = lbm.category_table(args.task, args.by, args.metric or "clip_score", roots=args.runs, records=records)
+        out = {"csv": lambda: table.to_csv(index=False, lineterminator="\n"),
+               "markdown": lambda: lbm.dataframe_markdown(table)}.get(args.format)
+        sys.stdout.write(out() if out else table.to_string(index=False) + "\n")
+        return 0
     lb = lbm.build(args.task, args.metric, roots=args.runs, records=records)
     if args.format == "csv":
         sys.stdout.write(lbm.render_csv(lb))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,10 +98,27 @@ def collect_records(task: str, roots: list[str | Path] | None = None, warn=None)
 # -- metric values and comparability ---------------------------------------------------------------
 
 
+_CATEGORY = re.compile(r"(?P<base>\w+)\[(?P<column>\w+)=(?P<label>[^\]]+)\]")
+
+
+def metric_base(metric: str) -> str:
+    """``judge`` of ``judge.color``, ``clip_score`` of ``clip_score[category=Colors]``."""
+    return re.split(r"[.\[]", metric, maxsplit=1)[0]
+
+
 def metric_entry(record: dict, metric: str) -> dict | None:
-    """``{"value", "ci95", "n"}`` of ``metric`` (``judge``, ``fid``, ``judge.color``, …) or None."""
-    base, _, attr = metric.partition(".")
-    m = record.get("metrics", {}).get(base)
+    """``{"value", "ci95", "n"}`` of ``metric`` (``judge``, ``fid``, ``judge.color``, or one prompt category's
+    value such as ``clip_score[category=Colors]``) or None."""
+    sel = _CATEGORY.fullmatch(metric)
+    if sel:
+        m = record.get("metrics", {}).get(sel["base"])
+        m = ((m or {}).get("by_category") or {}).get(sel["column"], {}).get(sel["label"]) if isinstance(m, dict) else None
+        if not isinstance(m, dict):
+            return None
+        base, attr = sel["base"], ""
+    else:
+        base, _, attr = metric.partition(".")
+        m = record.get("metrics", {}).get(base)
     if not isinstance(m, dict):
         return None
     if attr:
@@ -120,7 +138,7 @@ def metric_entry(record: dict, metric: str) -> dict | None:
 
 def comparability_key(record: dict, metric: str) -> dict:
     """The fields that must be equal for two records' ``metric`` values to be compared."""
-    base = metric.split(".", 1)[0]
+    base = metric_base(metric)
     m = record.get("metrics", {}).get(base) or {}
     key = {"task_spec_sha256": (record.get("task") or {}).get("spec_sha256"), "n": record.get("n")}
     fields = JUDGE_FIELDS if base == "judge" else FEATURE_FIELDS
@@ -388,3 +406,38 @@ def write_html(lb: Leaderboard, roots=None, out: str | Path | None = None, recor
     path = Path(out) if out else leaderboard_dir(lb.task) / "index.html"
     atomic_write_bytes(path, render_html(lb, png, caption).encode("utf-8"))
     return path
+
+
+def category_table(task: str, column: str, metric: str = "clip_score", roots=None, warn=None,
+                   records=None) -> pd.DataFrame:
+    """Per-category results: one row per run (model, knobs), one column per category label of ``column``
+    (e.g. DrawBench's ``category``), cells ``value [low, high]``. Rows are the runs of the leaderboard's
+    first comparability group on ``metric``, in its order; categories in the prompt file's order."""
+    lb = build(task, metric, roots=roots, warn=warn, records=records)
+    first = lb.df[lb.df["group"] == 1]
+    by_path = {str(p): r for p, r in (records if records is not None else collect_records(task, roots, warn))}
+    rows, labels = [], []
+    for _, row in first.iterrows():
+        rec = by_path.get(row["path"]) or {}
+        groups = ((rec.get("metrics", {}).get(metric) or {}).get("by_category") or {}).get(column)
+        if not groups:
+            continue
+        cells = {"model": row["model"], "knobs": row["knobs"], "overall": f"{row[metric]:.2f}"}
+        for label, e in groups.items():
+            if label not in labels:
+                labels.append(label)
+            ci = e.get("ci95") or [float("nan")] * 2
+            cells[label] = f"{e['value']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+        rows.append(cells)
+    if not rows:
+        raise CgmbenchError(f"no run of task {task!r} records {metric} by {column!r}",
+                            "per-category results come from tasks whose [conditions] name `categories`")
+    return pd.DataFrame(rows, columns=["model", "knobs", "overall", *labels]).fillna("-")
+
+
+def dataframe_markdown(df: pd.DataFrame) -> str:
+    """A pipe table of ``df`` (pandas' ``to_markdown`` needs the optional ``tabulate``)."""
+    lines = ["| " + " | ".join(_md_cell(c) for c in df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+

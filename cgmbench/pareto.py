@@ -32,6 +32,8 @@ Conventions
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -49,8 +51,9 @@ _Z95 = 1.959963984540054
 
 
 def direction(metric: str) -> str:
-    """``"min"`` or ``"max"`` for a metric name (``"judge.color"`` uses the direction of ``judge``)."""
-    base = metric.split(".", 1)[0]
+    """``"min"`` or ``"max"`` for a metric name (``"judge.color"`` and ``"clip_score[category=Colors]"`` use the
+    direction of ``judge`` / ``clip_score``)."""
+    base = re.split(r"[.\[]", metric, maxsplit=1)[0]
     if base not in DIRECTIONS:
         raise CgmbenchError(f"no known direction for metric {metric!r}",
                             f"known metrics: {', '.join(sorted(DIRECTIONS))}")

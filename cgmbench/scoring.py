@@ -351,10 +351,28 @@ def clip_score_entry(extractor, store: SampleStore, n: int, source: Source, batc
         scores.append(clip_score(emb.numpy(), extractor.encode_text(texts).numpy()))
     per_sample = np.concatenate(scores)
     prompts = np.asarray(source.wrap(range(n)))
-    return {"value": float(per_sample.mean()), "ci95": _bootstrap_mean(per_sample, prompts, seed), "n": n,
-            "n_prompts": int(len(np.unique(prompts))), "std": float(per_sample.std(ddof=1)) if n > 1 else 0.0,
-            "bootstrap": {"n_boot": N_BOOT, "unit": "prompts"}, "scale": 100.0,
-            "prompts_sha256": digest.hexdigest()}
+    entry = {"value": float(per_sample.mean()), "ci95": _bootstrap_mean(per_sample, prompts, seed), "n": n,
+             "n_prompts": int(len(np.unique(prompts))), "std": float(per_sample.std(ddof=1)) if n > 1 else 0.0,
+             "bootstrap": {"n_boot": N_BOOT, "unit": "prompts"}, "scale": 100.0,
+             "prompts_sha256": digest.hexdigest()}
+    groups = source.categories(range(n)) if hasattr(source, "categories") else {}
+    if groups:
+        entry["by_category"] = {column: per_category(per_sample, prompts, labels, seed)
+                                for column, labels in groups.items()}
+    return entry
+
+
+def per_category(per_sample: np.ndarray, prompts: np.ndarray, labels: list[str], seed: int = 0) -> dict:
+    """``{label: {value, ci95, n, n_prompts}}``: the mean of ``per_sample`` within each category, with the
+    same prompt-level bootstrap as the overall value (categories in order of first appearance)."""
+    labels_arr = np.asarray(labels)
+    out = {}
+    for label in dict.fromkeys(labels):
+        keep = labels_arr == label
+        values, units = per_sample[keep], prompts[keep]
+        out[label] = {"value": float(values.mean()), "ci95": _bootstrap_mean(values, units, seed),
+                      "n": int(keep.sum()), "n_prompts": int(len(np.unique(units)))}
+    return out
 
 
 def cmmd_entry(sample: SampleFeatures, ref, seed: int = 0) -> dict:

@@ -123,7 +123,8 @@ def load_prompt_suite(suite: str, where: dict | None = None) -> list[dict]:
 
 
 class PromptSource(Source):
-    """Parameters: ``suite``, optional ``where`` (column equalities), ``limit``, and for the oracle
+    """Parameters: ``suite``, optional ``where`` (column equalities), ``limit``, ``categories`` (columns whose
+    values group the prompts for per-category results, e.g. ``["category", "challenge"]``), and for the oracle
     ``images`` (folder) + ``image_pattern`` (e.g. ``COCO_val2014_{image_id:012d}.jpg``)."""
 
     def __init__(self, task, params, split="test"):
@@ -136,6 +137,17 @@ class PromptSource(Source):
             self.rows = self.rows[: int(self.params["limit"])]
         self.column = PROMPT_SUITES[suite][1]
         self.has_oracle = "images" in self.params
+        columns = self.params.get("categories", [])
+        self.category_columns = [columns] if isinstance(columns, str) else list(columns)
+        missing = [c for c in self.category_columns if self.rows and c not in self.rows[0]]
+        if missing:
+            raise CgmbenchError(f"task {task.name}: categories column(s) {missing} are not in the {suite} prompt "
+                                f"file", f"its columns: {', '.join(self.rows[0])}")
+
+    def categories(self, indices) -> dict[str, list[str]]:
+        """Per-category labels of conditions ``indices``: ``{column: [label of each index]}`` (empty: none)."""
+        rows = [self.rows[i] for i in self.wrap(indices)]
+        return {c: [str(r.get(c, "")) for r in rows] for c in self.category_columns}
 
     def __len__(self):
         return len(self.rows)
