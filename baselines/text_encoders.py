@@ -36,7 +36,6 @@ empty prompt ``""`` (the unconditional input of classifier-free guidance) is ``<
 
 from __future__ import annotations
 
-import os
 import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
@@ -48,6 +47,7 @@ import torch.nn.functional as F
 
 from baselines.ldm_bert import BERTEmbedder, BERTTokenizer
 from cgmbench.errors import CgmbenchError
+from cgmbench.paths import hf_cache_dir
 
 __all__ = [
     "TextEncoder",
@@ -215,14 +215,6 @@ class ShapesWordEncoder(nn.Module, TextEncoder):
 # ----------------------------------------------------------------------------- hub encoders
 
 
-def hf_cache_dir() -> str:
-    """Where the Hugging Face hub cache lives (``HF_HUB_CACHE``, else ``$HF_HOME/hub``)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-    return os.path.join(home, "hub")
-
-
 def _missing_hub(hub_id: str, what: str, err: Exception | None = None) -> CgmbenchError:
     detail = f" ({type(err).__name__})" if err is not None else ""
     return CgmbenchError(
@@ -235,7 +227,8 @@ def _cached_file(hub_id: str, filename: str, what: str) -> str:
     from huggingface_hub import hf_hub_download
 
     try:
-        return hf_hub_download(hub_id, filename, local_files_only=True)
+        # cache_dir explicitly: huggingface_hub reads HF_HOME once, at import, so a later change would be ignored
+        return hf_hub_download(hub_id, filename, cache_dir=hf_cache_dir(), local_files_only=True)
     except Exception as e:  # LocalEntryNotFoundError, offline mode, gated repos
         raise _missing_hub(hub_id, what, e) from None
 
@@ -287,8 +280,9 @@ class CLIPTextEncoder(_HFTextEncoder):
     def _load(self, dtype):
         from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
-        tok = CLIPTokenizer.from_pretrained(self.hub_id, local_files_only=True)
-        model = CLIPTextModelWithProjection.from_pretrained(self.hub_id, local_files_only=True, torch_dtype=dtype)
+        tok = CLIPTokenizer.from_pretrained(self.hub_id, local_files_only=True, cache_dir=hf_cache_dir())
+        model = CLIPTextModelWithProjection.from_pretrained(self.hub_id, local_files_only=True, torch_dtype=dtype,
+                                                            cache_dir=hf_cache_dir())
         return tok, model
 
     @torch.no_grad()
@@ -312,8 +306,9 @@ class T5XXLEncoder(_HFTextEncoder):
     def _load(self, dtype):
         from transformers import T5EncoderModel, T5TokenizerFast
 
-        tok = T5TokenizerFast.from_pretrained(self.hub_id, local_files_only=True)
-        model = T5EncoderModel.from_pretrained(self.hub_id, local_files_only=True, torch_dtype=dtype)
+        tok = T5TokenizerFast.from_pretrained(self.hub_id, local_files_only=True, cache_dir=hf_cache_dir())
+        model = T5EncoderModel.from_pretrained(self.hub_id, local_files_only=True, torch_dtype=dtype,
+                                               cache_dir=hf_cache_dir())
         return tok, model
 
     @torch.no_grad()

@@ -194,7 +194,6 @@ def check_dit(device: str, quick: bool) -> None:
                                        "max": float(d.max())}
     log(f"  samples bf16 vs fp32 {r['bf16_vs_fp32_samples_uint8']}")
     gen.model.cpu()
-    del gen, model, vae
 
 
 # ------------------------------------------------------------------------------------ SD3-medium
@@ -246,7 +245,6 @@ def check_sd3(device: str, quick: bool) -> None:
                  fraction_of_peak=round(tflops / PEAK_TFLOPS[label], 3))
         r["sampling"][label] = s
     gen.mmdit.cpu()
-    del gen, mmdit, decoder
 
 
 # ------------------------------------------------------------------------------------ LDM txt2img
@@ -295,7 +293,6 @@ def check_ldm(device: str, quick: bool) -> None:
                  network_tflops=round(tflops, 1), fraction_of_peak=round(tflops / PEAK_TFLOPS[label], 3))
         r["sampling"][label] = s
     gen.unet.cpu()
-    del gen, unet, vae
 
 
 # ------------------------------------------------------------------------------------ Inception

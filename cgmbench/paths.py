@@ -40,3 +40,13 @@ def expand(path: str) -> Path:
     for key, value in env.items():
         path = path.replace("${" + key + "}", value)
     return Path(os.path.expandvars(path)).expanduser()
+
+
+def hf_cache_dir() -> str:
+    """Where the Hugging Face hub cache lives (``HF_HUB_CACHE``, else ``$HF_HOME/hub``), read at each call:
+    pass it as ``cache_dir`` because ``huggingface_hub`` reads ``HF_HOME`` only once, at import."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home_ = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return os.path.join(home_, "hub")
+

@@ -69,7 +69,9 @@ def _hf_cached(hub_id: str) -> Path | None:
     try:
         from huggingface_hub import hf_hub_download
 
-        return Path(hf_hub_download(hub_id, HF_FILE, local_files_only=True))
+        from cgmbench.paths import hf_cache_dir
+
+        return Path(hf_hub_download(hub_id, HF_FILE, cache_dir=hf_cache_dir(), local_files_only=True))
     except Exception:  # not cached, hub library missing, offline: all mean "not here"
         return None
 
