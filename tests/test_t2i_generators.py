@@ -361,3 +361,9 @@ def test_cli_run_of_the_shipped_model(model, tmp_path, capsys):
     ck = record["model"]["checkpoint"]
     assert ck["name"] == f"{model}:shapes-t2i-tiny" and ck["source"] == "shipped" and len(ck["sha256"]) == 64
     assert 0.0 <= record["metrics"]["judge"]["overall"]["value"] <= 1.0
+
+
+def test_ldm_step_counts_the_compvis_ddim_cannot_use_are_refused(tiny_ldm):
+    # range(0, 1000, 1000 // 3) + 1 reaches t = 1000, outside the schedule (the official sampler fails too)
+    with pytest.raises(CgmbenchError, match="steps=3 cannot be used with the CompVis DDIM"):
+        tiny_ldm.generate(_cond(PROMPTS[:1]), [0], steps=3)
