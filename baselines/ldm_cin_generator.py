@@ -49,6 +49,7 @@ from baselines.ldm import (
     load_state_dict_strict,
     split_compvis_checkpoint,
 )
+from baselines.ldm_generator import check_ddim_steps
 from baselines.ldm_vq import LDM_VQ_F4_CONFIG, VQModelInterface
 from cgmbench.diffusion import DDIMSampler, PerSampleNoise, ldm_alphas_cumprod, per_sample_noise
 from cgmbench.errors import CgmbenchError
@@ -261,11 +262,7 @@ class LDMClassGenerator(Generator):
         labels = self._labels(conditions, len(seeds))
         k = self.resolve_knobs(knobs)
         w, steps, eta = k["guidance_scale"], k["steps"], k["eta"]
-        try:  # the CompVis discretisation range(0, T, T // S) + 1 overshoots T for some S (3, 9, 27, > T / 2, ...)
-            DDIMSampler(self.apply_model, self.alphas_cumprod).make_schedule(steps, ddim_eta=eta)
-        except ValueError as e:
-            raise CgmbenchError(f"steps={steps} cannot be used with the CompVis DDIM discretisation: {e}",
-                                "choose another step count, e.g. 250, 200, 100, 50, 25 or 20") from None
+        check_ddim_steps(self.alphas_cumprod, steps, eta)
         c = self.get_learned_conditioning(labels)
         uc = self.get_learned_conditioning(torch.full_like(labels, self.uncond_label)) if w != 1.0 else None
         images = []

@@ -283,6 +283,16 @@ def _knobs(defaults: dict) -> tuple[Knob, ...]:
     )
 
 
+def check_ddim_steps(alphas_cumprod: torch.Tensor, steps: int, eta: float) -> None:
+    """A clear error for step counts the CompVis DDIM discretisation cannot use: ``range(0, T, T // S) + 1``
+    overshoots ``T`` for some ``S`` (3, 9, 27, anything above T / 2, ...), as in the official sampler."""
+    try:
+        DDIMSampler(lambda *a: None, alphas_cumprod).make_schedule(steps, ddim_eta=eta)
+    except ValueError as e:
+        raise CgmbenchError(f"steps={steps} cannot be used with the CompVis DDIM discretisation: {e}",
+                            "choose another step count, e.g. 250, 200, 100, 50, 25 or 20") from None
+
+
 # ============================================================================ the generator
 
 
@@ -447,11 +457,7 @@ class LDMGenerator(Generator):
             raise CgmbenchError(f"got {len(seeds)} seeds for {len(texts)} prompts")
         k = self.resolve_knobs(knobs)
         w, steps, eta = k["guidance_scale"], k["steps"], k["eta"]
-        try:  # the CompVis discretisation range(0, T, T // S) + 1 overshoots T for some S (3, 9, 27, > T / 2, ...)
-            DDIMSampler(self.apply_model, self.alphas_cumprod).make_schedule(steps, ddim_eta=eta)
-        except ValueError as e:
-            raise CgmbenchError(f"steps={steps} cannot be used with the CompVis DDIM discretisation: {e}",
-                                "choose another step count, e.g. 250, 200, 100, 50, 25 or 20") from None
+        check_ddim_steps(self.alphas_cumprod, steps, eta)
         c, info = self.encode_prompts(texts)
         self.run_info["prompts"] += len(texts)
         self.run_info["truncated"] += int(info.get("truncated", 0))
