@@ -50,8 +50,9 @@ def register(subparsers) -> None:
     lb.add_argument("--metric", help="metric to rank on (default: judge, else the task's first recorded)")
     lb.add_argument("--html-out", help="with --format html: file to write (default leaderboards/<task>/index.html)")
     lb.add_argument("--by", metavar="COLUMN",
-                    help="per-category table instead: one column per prompt category of COLUMN (e.g. category, "
-                         "challenge); ranks a single category with --metric 'clip_score[category=Colors]'")
+                    help="print a per-category table instead of the ranking: one column per value of the prompt "
+                         "column COLUMN (e.g. category, challenge). To rank one category use "
+                         "--metric 'clip_score[category=Colors]'")
 
     p = subparsers.add_parser("plot", help="figures: Pareto curves of a task, sample grids of a run or sweep")
     psub = p.add_subparsers(dest="plot_kind", metavar="KIND")
