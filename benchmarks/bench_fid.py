@@ -10,9 +10,9 @@ Each library runs its own pipeline end to end (file decoding, resize, network, s
 * ``tf-exact`` protocol: cgmbench ``folder_fid(protocol="tf-exact")`` vs torchmetrics
   ``FrechetInceptionDistance(antialias=False)`` fed the decoded uint8 images.
 
-Wall times are reported as ratios ``library / cgmbench`` measured in the same process, one after
-the other (>= 1.0 means cgmbench is no slower). A second part measures the peak memory of the
-moments-only path (``StreamingMoments``) for 1k and 10k feature rows (d = 2048), which must not grow with N.
+Wall and CPU times are reported as ratios ``library / cgmbench`` measured in the same process, one after
+the other (>= 1.0 means cgmbench is no slower); ``--abba`` times each side twice in mirrored order so a load
+that changes during the run affects both alike. Peak memory: ``benchmarks/bench_memory.py``.
 
 Usage: ``python benchmarks/bench_fid.py [--n 1000] [--size 64] [--threads 2]``. On a busy 2-core
 machine 1,000 images per folder take tens of minutes per library (an Inception forward is ~0.1 s
@@ -55,9 +55,10 @@ def make_folders(root: Path, n: int, size: int) -> tuple[Path, Path]:
 
 
 def timed(fn):
-    t0 = time.perf_counter()
+    """``(value, (wall seconds, CPU seconds of this process, all threads))``."""
+    t0, c0 = time.perf_counter(), time.process_time()
     value = fn()
-    return value, time.perf_counter() - t0
+    return value, (time.perf_counter() - t0, time.process_time() - c0)
 
 
 def main() -> None:
@@ -66,6 +67,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="image side in pixels")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--protocols", default="clean,tf-exact", help="comma-separated: clean, tf-exact")
+    parser.add_argument("--abba", action="store_true",
+                        help="time each side twice in mirrored order (ours, peer, peer, ours) and sum")
     parser.add_argument("--cleanfid-workers", type=int, default=0,
                         help="also time clean-fid with this many DataLoader worker processes (0: only num_workers=0)")
     args = parser.parse_args()
@@ -93,8 +97,6 @@ def main() -> None:
               f"CPU, {args.threads} torch threads, batch {args.batch_size}")
 
         # -- clean protocol: cgmbench vs clean-fid ---------------------------------------------
-        ours_clean, t_ours_clean = timed(lambda: folder_fid(dir_a, dir_b, "clean", "inception-v3", str(weights),
-                                                            args.batch_size)["fid"])
         from cleanfid import fid as cleanfid
 
         net = get_extractor("inception-v3", weights_path=weights, protocol="clean").network
@@ -108,19 +110,11 @@ def main() -> None:
                                                   mode="clean", verbose=False) for d in (dir_a, dir_b)]
             stats = [(f.mean(0), np.cov(f, rowvar=False)) for f in feats]
             try:  # clean-fid's own distance (scipy sqrtm); it refuses singular cases (N < 2048)
-                return cleanfid.frechet_distance(stats[0][0], stats[0][1], stats[1][0], stats[1][1]), "sqrtm"
-            except (ValueError, TypeError) as e:  # N < d, or SciPy >= 1.16 dropped sqrtm(disp=)
-                why = "sqrtm refused N < d" if isinstance(e, ValueError) else "sqrtm(disp=) gone from SciPy"
-                return frechet_distance(*stats[0], *stats[1]), f"cgmbench FD: clean-fid's {why}"
-
-        (theirs_clean, how), t_cleanfid = timed(run_cleanfid)
-        t_cleanfid_workers = None
-        if args.cleanfid_workers:
-            _, t_cleanfid_workers = timed(lambda: run_cleanfid(args.cleanfid_workers))
+                return cleanfid.frechet_distance(stats[0][0], stats[0][1], stats[1][0], stats[1][1])
+            except (ValueError, TypeError):  # N < d, or SciPy >= 1.16 dropped sqrtm(disp=): same formula, ours
+                return frechet_distance(*stats[0], *stats[1])
 
         # -- tf-exact protocol: cgmbench vs torchmetrics ------------------------------------------
-        ours_tf, t_ours_tf = timed(lambda: folder_fid(dir_a, dir_b, "tf-exact", "inception-v3", str(weights),
-                                                      args.batch_size)["fid"])
         from torchmetrics.image import FrechetInceptionDistance
 
         def run_torchmetrics():
@@ -133,36 +127,33 @@ def main() -> None:
                     metric.update(batch, real=real)
             return float(metric.compute())
 
-        theirs_tf, t_torchmetrics = timed(run_torchmetrics)
+        def ours(protocol):
+            return lambda: folder_fid(dir_a, dir_b, protocol, "inception-v3", str(weights), args.batch_size)["fid"]
 
-        print("| protocol | cgmbench FID | reference FID | rel. diff | cgmbench s | reference s | ratio ref/cgmbench |")
-        print("|---|---|---|---|---|---|---|")
-        print(f"| clean (vs clean-fid, {how}) | {ours_clean:.6f} | {theirs_clean:.6f} | "
-              f"{abs(ours_clean - theirs_clean) / abs(theirs_clean):.1e} | {t_ours_clean:.1f} | {t_cleanfid:.1f} | "
-              f"{t_cleanfid / t_ours_clean:.2f} |")
-        if t_cleanfid_workers is not None:
-            print(f"| clean (vs clean-fid, num_workers={args.cleanfid_workers}) | | | | {t_ours_clean:.1f} | "
-                  f"{t_cleanfid_workers:.1f} | {t_cleanfid_workers / t_ours_clean:.2f} |")
-        print(f"| tf-exact (vs torchmetrics antialias=False) | {ours_tf:.6f} | {theirs_tf:.6f} | "
-              f"{abs(ours_tf - theirs_tf) / abs(theirs_tf):.1e} | {t_ours_tf:.1f} | {t_torchmetrics:.1f} | "
-              f"{t_torchmetrics / t_ours_tf:.2f} |")
+        peers = {"clean": ("clean-fid", run_cleanfid), "tf-exact": ("torchmetrics antialias=False", run_torchmetrics)}
+        print("| protocol | peer | cgmbench FID | peer FID | rel. diff | cgmbench s (wall) | peer s (wall) | "
+              "ratio peer/cgmbench wall | ratio CPU time |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for protocol in args.protocols.split(","):
+            name, peer = peers[protocol]
+            # A B (B A): with --abba each side runs twice in mirrored order, so a load that drifts during the
+            # run costs both sides alike
+            order = ["ours", "peer", "peer", "ours"] if args.abba else ["ours", "peer"]
+            times = {"ours": [0.0, 0.0], "peer": [0.0, 0.0]}
+            values = {}
+            for side in order:
+                value, (wall, cpu) = timed(ours(protocol) if side == "ours" else peer)
+                values[side] = value
+                times[side][0] += wall
+                times[side][1] += cpu
+            (w_o, c_o), (w_p, c_p) = times["ours"], times["peer"]
+            print(f"| {protocol} | {name} | {values['ours']:.6f} | {values['peer']:.6f} | "
+                  f"{abs(values['ours'] - values['peer']) / abs(values['peer']):.1e} | {w_o:.1f} | {w_p:.1f} | "
+                  f"{w_p / w_o:.2f} | {c_p / c_o:.2f} |", flush=True)
+        if args.cleanfid_workers:
+            (_, (w, _)) = timed(lambda: run_cleanfid(args.cleanfid_workers))
+            print(f"clean-fid with num_workers={args.cleanfid_workers}: {w:.1f} s wall")
 
-        # -- memory of the moments-only path ------------------------------------------------------
-        from bench_frechet import measure
-
-        from cgmbench.metrics import StreamingMoments
-
-        def moments(n: int) -> None:
-            m, rng = StreamingMoments(dim=2048), np.random.default_rng(0)
-            for start in range(0, n, 500):
-                m.update(rng.standard_normal((min(500, n - start), 2048)).astype(np.float32))
-            m.compute()
-
-        print("\n| moments-only rows (d=2048) | tracemalloc peak MiB | RSS high-water increase MiB |")
-        print("|---|---|---|")
-        for n in (1000, 10000):
-            peak, rss = measure(lambda: moments(n))
-            print(f"| {n} | {peak:.1f} | {'n/a' if rss is None else f'{rss:.1f}'} |")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,6 +1,6 @@
-"""Benchmark: cgmbench's Fréchet distance versus the ``scipy.linalg.sqrtm`` path, and streaming memory.
+"""Benchmark: cgmbench's Fréchet distance versus the ``scipy.linalg.sqrtm`` path.
 
-1. Speed and agreement at d = 2048 (Inception pool3 size). Statistics come from synthetic
+Speed and agreement at d = 2048 (Inception pool3 size). Statistics come from synthetic
    ReLU features (low-rank structure + noise, full rank). Each method runs ``--repeats`` times
    in the same process; the median is reported with every individual time.
 
@@ -9,11 +9,7 @@
      (called without the deprecated ``disp`` argument);
    * ``eigvals``: torch-fidelity >= 0.4 / torchmetrics, ``sum sqrt(eigvals(sigma1 @ sigma2))``.
 
-2. Peak memory of :class:`cgmbench.metrics.StreamingMoments` fed 1k versus 10k rows in batches
-   (rows generated on the fly), next to the "keep every feature, then np.cov" approach.
-   ``tracemalloc`` sees NumPy buffers only, so the resident-set high-water mark (Linux
-   ``VmHWM``, reset through ``/proc/self/clear_refs``) is reported too; it covers torch's
-   ``d x d`` accumulator.
+Peak memory of streaming statistics: ``benchmarks/bench_memory.py``.
 
 Run from the repository root: ``OMP_NUM_THREADS=2 python benchmarks/bench_frechet.py`` (add ``--quick`` for d = 512).
 """
@@ -23,12 +19,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
-import subprocess
 import sys
 import statistics
 import time
-import tracemalloc
 
 from pathlib import Path
 
@@ -38,10 +31,10 @@ import scipy.linalg
 import torch
 
 try:
-    from cgmbench.metrics import StreamingMoments, frechet_distance
+    from cgmbench.metrics import frechet_distance
 except ImportError:  # running from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from cgmbench.metrics import StreamingMoments, frechet_distance
+    from cgmbench.metrics import frechet_distance
 
 
 def fd_sqrtm(mu1, sigma1, mu2, sigma2) -> float:
@@ -95,86 +88,13 @@ def bench_speed(d: int, n: int, repeats: int) -> None:
         print(f"  {name:9s} / cgmbench: time ratio {t / t_ours:5.2f}x, |relative difference| {rel:.2e}")
 
 
-def _vm_hwm_kib() -> int | None:
-    """Reset and return the resident-set high-water mark (Linux); None where unsupported."""
-    try:
-        with open("/proc/self/status") as f:
-            return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
-    except (OSError, AttributeError):
-        return None
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _rss_kib() -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
-    except (OSError, AttributeError):
-        return None
-
-
-def measure(fn) -> tuple[float, float | None]:
-    """(tracemalloc peak MiB, RSS high-water increase MiB or None) while running ``fn``."""
-    can_reset = _reset_hwm()
-    rss0 = _rss_kib()
-    tracemalloc.start()
-    fn()
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    hwm = _vm_hwm_kib() if can_reset else None
-    rss_delta = (hwm - rss0) / 1024 if hwm is not None and rss0 is not None else None
-    return peak / 2**20, rss_delta
-
-
-def _workload(kind: str, n: int, d: int, batch: int) -> None:
-    rng = np.random.default_rng(1)
-    if kind == "streaming":
-        m = StreamingMoments(dim=d)
-        for start in range(0, n, batch):
-            m.update(rng.standard_normal((min(batch, n - start), d)))
-        m.compute()
-    else:  # keep every row, then np.cov
-        rows = [rng.standard_normal((min(batch, n - start), d)) for start in range(0, n, batch)]
-        np.cov(np.concatenate(rows), rowvar=False)
-
-
-def bench_memory(d: int, batch: int) -> None:
-    """Each measurement runs in a fresh interpreter so allocator caches of earlier runs do not hide memory."""
-    print(f"peak memory, d={d}, rows fed in batches of {batch} generated on the fly "
-          f"(d x d float64 = {d * d * 8 / 2**20:.0f} MiB), one fresh process per line:")
-    for n in (1_000, 10_000):
-        for kind, name in (("streaming", "StreamingMoments"), ("store", "store all + np.cov")):
-            out = subprocess.run(
-                [sys.executable, os.path.abspath(__file__), "--_measure", kind, str(n), str(d), str(batch)],
-                check=True, capture_output=True, text=True,
-            ).stdout.split()
-            traced, rss = float(out[0]), out[1]
-            rss_txt = f"{float(rss):8.1f} MiB" if rss != "nan" else "     n/a"
-            print(f"  N={n:6d}  {name:18s} tracemalloc peak {traced:8.1f} MiB   RSS high-water +{rss_txt}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--n", type=int, default=5000, help="feature rows per side for the statistics")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--quick", action="store_true", help="d=512, 2 repeats")
-    parser.add_argument("--_measure", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args._measure:  # child process of bench_memory
-        kind, n, d, batch = args._measure
-        traced, rss = measure(lambda: _workload(kind, int(n), int(d), int(batch)))
-        print(traced, "nan" if rss is None else rss)
-        return
     if args.quick:
         args.dim, args.n, args.repeats = 512, 2000, 2
 
@@ -182,7 +102,6 @@ def main() -> None:
     print(f"python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
           f"torch {torch.__version__}; {os.cpu_count()} CPUs, OMP_NUM_THREADS={threads}")
     bench_speed(args.dim, args.n, args.repeats)
-    bench_memory(args.dim, args.batch)
 
 
 if __name__ == "__main__":
