@@ -376,3 +376,15 @@ def test_clean_protocol_returns_to_the_input_device_and_dtype():
     # clipped to [0, 255] before (x - 128) / 128
     assert out.min().item() >= -1.0 and out.max().item() <= 127 / 128
     assert torch.equal(out, get_protocol("clean")(x).double())
+
+
+@pytest.mark.parametrize("shape,stride,padding", [((2, 3, 11, 11), 2, 0), ((1, 4, 10, 9), 2, 0), ((2, 3, 8, 8), 1, 1)])
+def test_max_pool_3x3_equals_torch_bit_for_bit(shape, stride, padding):
+    from cgmbench.extractors.inception import max_pool_3x3
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0)) - 3  # negatives: padding must be -inf
+    x[0, 0, 1, 1] = float("nan")
+    ours, theirs = max_pool_3x3(x, stride, padding), F.max_pool2d(x, 3, stride, padding)
+    assert ours.shape == theirs.shape
+    assert torch.equal(ours.nan_to_num(7.0), theirs.nan_to_num(7.0))
+    assert torch.equal(ours.isnan(), theirs.isnan())

@@ -63,7 +63,25 @@ class BasicConv2d(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
+        return F.relu(self.bn(self.conv(x)), inplace=True)  # in place on a fresh tensor: same values, no copy
+
+
+def max_pool_3x3(x: torch.Tensor, stride: int, padding: int = 0) -> torch.Tensor:
+    """``F.max_pool2d(x, 3, stride, padding)``, bit for bit, as the maximum of the nine strided shifts.
+
+    Written out because torch's CPU max-pool kernel on NCHW tensors is 1.4-3x slower than nine elementwise
+    maxima of strided views (about 7 % of the whole Inception forward on one core); the maximum is exact, so
+    the output is identical (NaN propagates as in ``max_pool2d``)."""
+    if padding:
+        x = F.pad(x, (padding,) * 4, value=float("-inf"))
+    h, w = x.shape[-2:]
+    out_h, out_w = (h - 3) // stride + 1, (w - 3) // stride + 1
+    out = None
+    for i in range(3):
+        for j in range(3):
+            view = x[..., i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride]
+            out = view.clone() if out is None else torch.maximum(out, view, out=out)
+    return out
 
 
 def _tf_avg_pool(x: torch.Tensor) -> torch.Tensor:
@@ -111,7 +129,7 @@ class InceptionB(nn.Module):
             [
                 self.branch3x3(x),
                 self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-                F.max_pool2d(x, kernel_size=3, stride=2),
+                max_pool_3x3(x, stride=2),
             ],
             dim=1,
         )
@@ -163,7 +181,7 @@ class InceptionD(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         seven = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
         return torch.cat(
-            [self.branch3x3_2(self.branch3x3_1(x)), seven, F.max_pool2d(x, kernel_size=3, stride=2)],
+            [self.branch3x3_2(self.branch3x3_1(x)), seven, max_pool_3x3(x, stride=2)],
             dim=1,
         )
 
@@ -193,7 +211,7 @@ class InceptionE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         three = self.branch3x3_1(x)
         three_dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        pooled = _tf_avg_pool(x) if self.pool == "avg" else F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+        pooled = _tf_avg_pool(x) if self.pool == "avg" else max_pool_3x3(x, stride=1, padding=1)
         return torch.cat(
             [
                 self.branch1x1(x),
@@ -245,9 +263,9 @@ class FIDInceptionNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))  # [B, 64, 147, 147]
-        x = F.max_pool2d(x, kernel_size=3, stride=2)  # [B, 64, 73, 73]
+        x = max_pool_3x3(x, stride=2)  # [B, 64, 73, 73]
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))  # [B, 192, 71, 71]
-        x = F.max_pool2d(x, kernel_size=3, stride=2)  # [B, 192, 35, 35]
+        x = max_pool_3x3(x, stride=2)  # [B, 192, 35, 35]
         for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d):  # [B, 288, 35, 35]
             x = block(x)
         for block in (self.Mixed_6a, self.Mixed_6b, self.Mixed_6c, self.Mixed_6d, self.Mixed_6e):  # [B, 768, 17, 17]
