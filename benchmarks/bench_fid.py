@@ -2,8 +2,9 @@
 
 A random, BatchNorm-calibrated FID-Inception state dict (the builder of ``tests/test_inception.py``)
 stands in for the official weights: cgmbench gets it through ``--extractor-weights``, torchmetrics
-through a temporary torch-hub cache under the official file name, clean-fid as its custom feature
-network (clean-fid's own network is a TorchScript archive that cannot be rebuilt from a state dict).
+through a temporary torch-hub cache under the official file name, clean-fid through pytorch-fid's port of
+the same network as its custom feature network (clean-fid's own network is a TorchScript archive that cannot
+be rebuilt from a state dict). Every side runs its own implementation of the network.
 Each library runs its own pipeline end to end (file decoding, resize, network, statistics, distance):
 
 * ``clean`` protocol: cgmbench ``folder_fid(protocol="clean")`` vs clean-fid ``compute_fid(mode="clean")``;
@@ -79,7 +80,6 @@ def main() -> None:
     from test_inception import PT_FID_WEIGHTS_NAME, TF_WEIGHTS_NAME, random_fid_inception_state_dict
 
     from cgmbench.cli_metrics import folder_fid
-    from cgmbench.extractors import get_extractor
     from cgmbench.metrics import frechet_distance
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_fid_"))
@@ -99,10 +99,15 @@ def main() -> None:
         # -- clean protocol: cgmbench vs clean-fid ---------------------------------------------
         from cleanfid import fid as cleanfid
 
-        net = get_extractor("inception-v3", weights_path=weights, protocol="clean").network
+        # clean-fid's own network is a TorchScript archive of the TF graph that cannot be rebuilt from a state
+        # dict; it gets the independent PyTorch port of the same FID network instead (pytorch-fid's InceptionV3,
+        # loaded from the same weights through the torch-hub cache), fed clean-fid's (x - 128) / 128 input
+        from pytorch_fid.inception import InceptionV3 as PytorchFIDInception
 
-        def cleanfid_model(x):  # clean-fid's InceptionV3W: (x - 128) / 128 on the resized float images
-            return net((x - 128) / 128)["pool3"]
+        net = PytorchFIDInception([3], resize_input=False, normalize_input=False).eval()
+
+        def cleanfid_model(x):
+            return net((x - 128) / 128)[0].flatten(1)
 
         def run_cleanfid(workers=0):
             feats = [cleanfid.get_folder_features(str(d), model=cleanfid_model, num_workers=workers,
