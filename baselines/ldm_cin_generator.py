@@ -49,12 +49,11 @@ from baselines.ldm import (
     load_state_dict_strict,
     split_compvis_checkpoint,
 )
-from baselines.ldm_generator import check_ddim_steps
+from baselines.ldm_generator import check_ddim_steps, sample_compvis_ddim
 from baselines.ldm_vq import LDM_VQ_F4_CONFIG, VQModelInterface
-from cgmbench.diffusion import DDIMSampler, PerSampleNoise, ldm_alphas_cumprod, per_sample_noise
+from cgmbench.diffusion import ldm_alphas_cumprod
 from cgmbench.errors import CgmbenchError
-from cgmbench.generator import CheckpointInfo, Generator, Knob, to_uint8
-from cgmbench.seeding import torch_generator
+from cgmbench.generator import CheckpointInfo, Generator, Knob
 
 __all__ = ["ClassEmbedder", "LDM_CIN_VARIANTS", "LDMClassGenerator"]
 
@@ -265,17 +264,6 @@ class LDMClassGenerator(Generator):
         check_ddim_steps(self.alphas_cumprod, steps, eta)
         c = self.get_learned_conditioning(labels)
         uc = self.get_learned_conditioning(torch.full_like(labels, self.uncond_label)) if w != 1.0 else None
-        images = []
-        for lo in range(0, len(labels), self.micro_batch):
-            hi = min(lo + self.micro_batch, len(labels))
-            generators = [torch_generator(int(s)) for s in seeds[lo:hi]]
-            x_T = per_sample_noise(generators, self.latent_shape, device=self.device)
-            sampler = DDIMSampler(self.apply_model, self.alphas_cumprod)
-            with self.autocast():
-                z, _ = sampler.sample(steps, hi - lo, self.latent_shape, conditioning=c[lo:hi], eta=eta, x_T=x_T,
-                                      unconditional_guidance_scale=w,
-                                      unconditional_conditioning=None if uc is None else uc[lo:hi],
-                                      step_noise=PerSampleNoise(generators, device=self.device), log_every_t=10**9)
-                images.append(self.decode_first_stage(z.float()))
-        return to_uint8(torch.cat(images)).cpu()
+        return sample_compvis_ddim(self, c, uc, seeds, steps=steps, eta=eta, guidance_scale=w,
+                                   decode=self.decode_first_stage)
 

@@ -283,6 +283,28 @@ def _knobs(defaults: dict) -> tuple[Knob, ...]:
     )
 
 
+def sample_compvis_ddim(gen, c: torch.Tensor, uc: torch.Tensor | None, seeds: Sequence[int], *, steps: int,
+                       eta: float, guidance_scale: float, decode: Callable[[torch.Tensor], torch.Tensor]
+                       ) -> torch.Tensor:
+    """uint8 CPU images of a latent-diffusion generator ``gen`` (``apply_model``, ``alphas_cumprod``,
+    ``latent_shape``, ``micro_batch``, ``device``, ``autocast``): CompVis DDIM from per-sample noise, conditioning
+    ``c`` (``uc`` the unconditional one, or None at w = 1), ``gen.micro_batch`` samples at a time, each decoded by
+    ``decode`` (float32 latents -> images in [-1, 1])."""
+    images = []
+    for lo in range(0, len(seeds), gen.micro_batch):
+        hi = min(lo + gen.micro_batch, len(seeds))
+        generators = [torch_generator(int(s)) for s in seeds[lo:hi]]
+        x_T = per_sample_noise(generators, gen.latent_shape, device=gen.device)
+        sampler = DDIMSampler(gen.apply_model, gen.alphas_cumprod)
+        with gen.autocast():
+            z, _ = sampler.sample(steps, hi - lo, gen.latent_shape, conditioning=c[lo:hi], eta=eta, x_T=x_T,
+                                  unconditional_guidance_scale=guidance_scale,
+                                  unconditional_conditioning=None if uc is None else uc[lo:hi],
+                                  step_noise=PerSampleNoise(generators, device=gen.device), log_every_t=10**9)
+            images.append(decode(z.float()))
+    return to_uint8(torch.cat(images)).cpu()
+
+
 def check_ddim_steps(alphas_cumprod: torch.Tensor, steps: int, eta: float) -> None:
     """A clear error for step counts the CompVis DDIM discretisation cannot use: ``range(0, T, T // S) + 1``
     overshoots ``T`` for some ``S`` (3, 9, 27, anything above T / 2, ...), as in the official sampler."""
@@ -462,21 +484,8 @@ class LDMGenerator(Generator):
         self.run_info["prompts"] += len(texts)
         self.run_info["truncated"] += int(info.get("truncated", 0))
         uc = self.encode_prompts([""] * len(texts))[0] if w != 1.0 else None
-        images = []
-        for lo in range(0, len(texts), self.micro_batch):
-            hi = min(lo + self.micro_batch, len(texts))
-            generators = [torch_generator(s) for s in seeds[lo:hi]]
-            x_T = per_sample_noise(generators, self.latent_shape, device=self.device)
-            sampler = DDIMSampler(self.apply_model, self.alphas_cumprod)
-            with self.autocast():
-                z, _ = sampler.sample(steps, hi - lo, self.latent_shape, conditioning=c[lo:hi], eta=eta, x_T=x_T,
-                                      unconditional_guidance_scale=w,
-                                      unconditional_conditioning=None if uc is None else uc[lo:hi],
-                                      step_noise=PerSampleNoise(generators, device=self.device),
-                                      log_every_t=10**9)
-                images.append(self.vae.decode(z.float() / self.scale_factor))
-        x = torch.cat(images)
-        return to_uint8(x).cpu()
+        return sample_compvis_ddim(self, c, uc, seeds, steps=steps, eta=eta, guidance_scale=w,
+                                   decode=lambda z: self.vae.decode(z / self.scale_factor))
 
     # -- training -----------------------------------------------------------------------
 
