@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import CgmbenchError
-from .pareto import direction
+from .pareto import direction, metric_base
 from .paths import runs_dir
 from .records import SCHEMA
 
@@ -101,24 +101,14 @@ def collect_records(task: str, roots: list[str | Path] | None = None, warn=None)
 _CATEGORY = re.compile(r"(?P<base>\w+)\[(?P<column>\w+)=(?P<label>[^\]]+)\]")
 
 
-def metric_base(metric: str) -> str:
-    """``judge`` of ``judge.color``, ``clip_score`` of ``clip_score[category=Colors]``."""
-    return re.split(r"[.\[]", metric, maxsplit=1)[0]
-
-
 def metric_entry(record: dict, metric: str) -> dict | None:
     """``{"value", "ci95", "n"}`` of ``metric`` (``judge``, ``fid``, ``judge.color``, or one prompt category's
     value such as ``clip_score[category=Colors]``) or None."""
     sel = _CATEGORY.fullmatch(metric)
-    if sel:
-        m = record.get("metrics", {}).get(sel["base"])
-        m = ((m or {}).get("by_category") or {}).get(sel["column"], {}).get(sel["label"]) if isinstance(m, dict) else None
-        if not isinstance(m, dict):
-            return None
-        base, attr = sel["base"], ""
-    else:
-        base, _, attr = metric.partition(".")
-        m = record.get("metrics", {}).get(base)
+    base, _, attr = ("", "", "") if sel else metric.partition(".")
+    m = record.get("metrics", {}).get(sel["base"] if sel else base)
+    if sel and isinstance(m, dict):
+        m = (m.get("by_category") or {}).get(sel["column"], {}).get(sel["label"])
     if not isinstance(m, dict):
         return None
     if attr:
@@ -413,9 +403,10 @@ def category_table(task: str, column: str, metric: str = "clip_score", roots=Non
     """Per-category results: one row per run (model, knobs), one column per category label of ``column``
     (e.g. DrawBench's ``category``), cells ``value [low, high]``. Rows are the runs of the leaderboard's
     first comparability group on ``metric``, in its order; categories in the prompt file's order."""
-    lb = build(task, metric, roots=roots, warn=warn, records=records)
+    records = records if records is not None else collect_records(task, roots, warn)
+    lb = build(task, metric, records=records)
     first = lb.df[lb.df["group"] == 1]
-    by_path = {str(p): r for p, r in (records if records is not None else collect_records(task, roots, warn))}
+    by_path = {str(p): r for p, r in records}
     rows, labels = [], []
     for _, row in first.iterrows():
         rec = by_path.get(row["path"]) or {}

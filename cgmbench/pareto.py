@@ -50,10 +50,16 @@ DIRECTIONS: dict[str, str] = {
 _Z95 = 1.959963984540054
 
 
+def metric_base(metric: str) -> str:
+    """The recorded metric a name refers to: ``judge`` of ``judge.color``, ``clip_score`` of
+    ``clip_score[category=Colors]``."""
+    return re.split(r"[.\[]", metric, maxsplit=1)[0]
+
+
 def direction(metric: str) -> str:
     """``"min"`` or ``"max"`` for a metric name (``"judge.color"`` and ``"clip_score[category=Colors]"`` use the
     direction of ``judge`` / ``clip_score``)."""
-    base = re.split(r"[.\[]", metric, maxsplit=1)[0]
+    base = metric_base(metric)
     if base not in DIRECTIONS:
         raise CgmbenchError(f"no known direction for metric {metric!r}",
                             f"known metrics: {', '.join(sorted(DIRECTIONS))}")

@@ -190,20 +190,24 @@ def background(items: Iterator, depth: int = 2) -> Iterator:
     done = object()
     stop = threading.Event()
 
+    def put(entry) -> bool:
+        """Hand ``entry`` over unless the consumer has gone (then False)."""
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put((True, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put((True, item)):
                     return
-            q.put((True, done))
+            put((True, done))
         except BaseException as error:  # handed to the consumer
-            q.put((False, error))
+            put((False, error))
 
     thread = threading.Thread(target=work, name="cgmbench-prefetch", daemon=True)
     thread.start()
