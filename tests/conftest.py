@@ -1,7 +1,8 @@
 """Shared pytest fixtures.
 
-The official-architecture fixtures live in ``../shared/fixtures/official`` beside the
-checkout (CI lays a copy of ``shared/`` there). ``CGMBENCH_SHARED_DIR`` overrides it.
+The official-architecture fixtures (manifests of the released state dicts, numeric fixtures of the official
+code) live in the repository, ``tests/fixtures/official/`` (provenance: its README.md), so a fresh clone
+with nothing beside it passes its tests.
 """
 
 from __future__ import annotations
@@ -27,20 +28,13 @@ os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
 
 
-def shared_dir() -> Path:
-    env = os.environ.get("CGMBENCH_SHARED_DIR")
-    return Path(env) if env else REPO_ROOT.parent / "shared"
+OFFICIAL_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "official"
 
 
 @pytest.fixture(scope="session")
 def official_dir() -> Path:
-    """Folder with the official-architecture manifests and numeric fixtures."""
-    path = shared_dir() / "fixtures" / "official"
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"official fixtures not found at {path}; set CGMBENCH_SHARED_DIR to the shared/ folder"
-        )
-    return path
+    """Folder with the official-architecture manifests and numeric fixtures (inside the repository)."""
+    return OFFICIAL_FIXTURES
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -43,10 +43,13 @@ def test_tiny_fixture_forward_and_cfg_match_official(tiny_fixture):
         out = model(io["input.x"], io["input.t"], io["input.y"])
         out_cfg = model.forward_with_cfg(io["input.x"], io["input.t"], io["input.y_cfg"], cfg_scale=spec["cfg_scale"])
     assert out.shape == io["output.out"].shape == (4, 8, 8, 8)
-    # Measured here: 4.8e-6 (out) and 1.3e-5 at |value| 5 (out_cfg, w=4 amplifies kernel-level
-    # differences); the official code's own fused-vs-manual attention spread is 3.8e-6.
+    # Each branch is held to 1e-5 (measured 4.8e-6; the official code's own fused-vs-manual attention spread
+    # is 3.8e-6). The CFG combination uncond + w(cond - uncond) scales a per-branch error e by up to
+    # |w| + |1 - w| = 2w - 1 (7 at w = 4): measured 1.2e-5 on one CPU, so the bound for out_cfg is 7e-5.
     torch.testing.assert_close(out, io["output.out"], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out_cfg, io["output.out_cfg"], atol=1e-5, rtol=1e-5)
+    w = float(spec["cfg_scale"])
+    amp = abs(w) + abs(1 - w)
+    torch.testing.assert_close(out_cfg, io["output.out_cfg"], atol=1e-5 * amp, rtol=1e-5)
 
 
 def test_fixed_pos_embed_equals_official_table(tiny_fixture):
