@@ -4,7 +4,7 @@ Both paths sample the same tiny pixel-space DiT (the ``tiny`` training recipe of
 :mod:`baselines.dit_generator`: 32x32, 3 channels, 18 classes; random weights, see
 :func:`build_tiny_dit`) with DDPM over ``--steps`` respaced steps, at each ``--guidance`` ``w``:
 
-* ``cgmbench``: :meth:`baselines.dit_generator.DiTGenerator.generate`. The whole batch goes through the
+* ``cgmbench``: :meth:`baselines.dit.generator.DiTGenerator.generate`. The whole batch goes through the
   model at once; classifier-free guidance runs one doubled batch ``[cond, uncond]``
   (:func:`cgmbench.diffusion.cfg_model`) and is skipped at ``w == 1``; the initial noise and every step's
   noise are drawn row by row, one ``torch.Generator`` per sample (:class:`cgmbench.diffusion.PerSampleNoise`),
@@ -46,15 +46,15 @@ import numpy as np
 import torch
 
 try:
-    from baselines.dit import DiT
-    from baselines.dit_generator import TRAIN_CONFIGS, DiTGenerator, DiTTrainConfig, _tiny_arch
+    from baselines.dit import DiT, DiTGenerator
+    from baselines.dit.train import TRAIN_CONFIGS, DiTTrainConfig, _tiny_arch
 except ImportError:  # running from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from baselines.dit import DiT
-    from baselines.dit_generator import TRAIN_CONFIGS, DiTGenerator, DiTTrainConfig, _tiny_arch
+    from baselines.dit import DiT, DiTGenerator
+    from baselines.dit.train import TRAIN_CONFIGS, DiTTrainConfig, _tiny_arch
 from cgmbench.conditions import Conditions
 from cgmbench.diffusion import per_sample_noise
-from cgmbench.diffusion.latent import IdentityDecoder
+from baselines.common.latent import IdentityDecoder
 from cgmbench.generator import CheckpointInfo, to_uint8
 from cgmbench.seeding import sample_seeds, torch_generator
 

@@ -19,10 +19,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import statistics
+import sys
 import time
-
 from pathlib import Path
 
 import numpy as np

@@ -30,8 +30,8 @@ def main() -> int:
     p.add_argument("--num-samples", type=int, default=256)
     args = p.parse_args()
     torch.set_num_threads(1)
-    from cgmbench.registry import register_model
-    from cgmbench.sweep import SweepConfig, parse_knob_grid, run_sweep
+    from cgmbench.models.registry import register_model
+    from cgmbench.run.sweep import SweepConfig, parse_knob_grid, run_sweep
 
     if args.model == "guided-toy":
         from test_sweep import GuidedToy

@@ -29,16 +29,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from baselines.dit import DiT  # noqa: E402
-from baselines.dit_generator import DiTGenerator  # noqa: E402
-from baselines.ldm import LDM_TXT2IMG_F8_LARGE_UNET_CONFIG, SD1_VAE_CONFIG, AutoencoderKL, UNetModel  # noqa: E402
-from baselines.ldm_autoencoder import Decoder  # noqa: E402
-from baselines.ldm_generator import LDMGenerator  # noqa: E402
-from baselines.sd3 import MMDiT  # noqa: E402
-from baselines.sd3_generator import SD3_VAE_DDCONFIG, SD3Generator  # noqa: E402
+from baselines.common.kl_vae import SD1_VAE_CONFIG, AutoencoderKL, Decoder
+from baselines.dit.generator import DiTGenerator
+from baselines.dit.models import DiT
+from baselines.ldm.checkpoints import LDM_TXT2IMG_F8_LARGE_UNET_CONFIG
+from baselines.ldm.generator import LDMGenerator
+from baselines.ldm.unet import UNetModel
+from baselines.sd3.generator import SD3_VAE_DDCONFIG, SD3Generator
+from baselines.sd3.models import MMDiT
 from cgmbench.conditions import Conditions  # noqa: E402
 from cgmbench.diffusion import ldm_alphas_cumprod  # noqa: E402
-from cgmbench.diffusion.latent import SDKLDecoder  # noqa: E402
+from baselines.common.latent import SDKLDecoder  # noqa: E402
 from cgmbench.generator import CheckpointInfo  # noqa: E402
 
 #: dense peak of an H100 SXM (NVIDIA datasheet, without sparsity), TFLOP/s

@@ -15,7 +15,7 @@ and implements ``generate(conditions, seeds, **knobs)``, which returns uint8 ima
 sample ``i`` (see :mod:`cgmbench.seeding`): draw it from ``torch_generator(seeds[i])`` so the
 output does not depend on how samples are batched.
 
-Models are found through the ``cgmbench.models`` entry-point group (:mod:`cgmbench.registry`);
+Models are found through the ``cgmbench.models`` entry-point group (:mod:`cgmbench.models.registry`);
 an entry point names a :class:`Generator` subclass, whose :meth:`Generator.load` builds the
 model for a task, a checkpoint variant (``--model NAME:VARIANT``) or a file (``--checkpoint``).
 """
@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from .conditions import Conditions
-from .errors import CgmbenchError
+from cgmbench.conditions import Conditions
+from cgmbench.errors import CgmbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .tasks import TaskSpec
+    from cgmbench.spec.task import TaskSpec
 
 #: numeric precisions a run may ask for (``cgmbench run --precision``):
 #: ``fp32``: every network in float32 (TF32 off: the default, and what reference numbers use);

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import CgmbenchError
+from cgmbench.errors import CgmbenchError
 
 #: Largest image accepted (pixels). 64 megapixels covers every benchmark image by far.
 MAX_PIXELS = 64 * 1024 * 1024

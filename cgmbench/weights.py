@@ -12,7 +12,7 @@ Every official file cgmbench can use (model checkpoints, extractor weights) is a
   fetch in ``$CGMBENCH_HOME/weights/sha256.json`` and verified from then on.
 
 Shipped tiny checkpoints (trained by cgmbench) live in the package, with their SHA-256 in
-``cgmbench/weights/SHA256SUMS``; they need no registry entry.
+``cgmbench/shipped/SHA256SUMS``; they need no registry entry.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_write_json
-from .errors import CgmbenchError
-from .paths import weights_dir
+from cgmbench.atomic import atomic_write_json
+from cgmbench.errors import CgmbenchError
+from cgmbench.paths import weights_dir
 
 
 @dataclass(frozen=True)
@@ -189,15 +189,23 @@ def _load_builtin() -> None:
     from importlib import import_module
 
     for module in BUILTIN_REGISTRANTS:
+        import_module(module)
+    # model families (ours and third-party ones alike) register their official files from the module their
+    # ``cgmbench.weights`` entry point names; a broken plugin must not break the core's registry
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=WEIGHTS_ENTRY_POINT_GROUP):
         try:
-            import_module(module)
-        except ImportError:  # a baseline module that is not part of this installation
-            continue
+            ep.load()
+        except Exception as e:  # noqa: BLE001 - reported, never fatal
+            import warnings
+
+            warnings.warn(f"weights entry point {ep.name!r} ({ep.value}) failed to import: {type(e).__name__}: {e}")
 
 
 def shipped_dir() -> Path:
     """Folder of the tiny checkpoints and extractors trained by cgmbench and shipped in the package."""
-    return Path(__file__).resolve().parent / "weights"
+    return Path(__file__).resolve().parent / "shipped"
 
 
 def shipped(filename: str) -> tuple[Path, str]:
@@ -209,5 +217,7 @@ def shipped(filename: str) -> tuple[Path, str]:
     return path, sha256_file(path)
 
 
-#: modules whose import registers KnownFiles (extractors, baselines)
+#: core modules whose import registers KnownFiles (extractors, metrics)
 BUILTIN_REGISTRANTS: list[str] = ["cgmbench.known_weights", "cgmbench.extractors.clip"]
+#: entry-point group naming the modules that register a model family's official files
+WEIGHTS_ENTRY_POINT_GROUP = "cgmbench.weights"

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from cgmbench.cli import main
+from cgmbench.cli.main import main
 from cgmbench.errors import CgmbenchError
 from cgmbench.extractors import get_extractor
-from cgmbench.samples import SampleStore
-from cgmbench.sources import open_source, prompt_dir
-from cgmbench.tasks import load_task
+from cgmbench.run.samples import SampleStore
+from cgmbench.sources.base import open_source, prompt_dir
+from cgmbench.spec.task import load_task
 
 SPEC = """name = "{name}"
 kind = "text-to-image"

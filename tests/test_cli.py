@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-from cgmbench.cli import build_parser, main
+from cgmbench.cli.main import build_parser, main
 from cgmbench.conditions import CONDITION_KINDS
 from cgmbench.generator import Generator, Knob
 from cgmbench.images import save_png
-from cgmbench.registry import register_model
-from cgmbench.tasks import list_tasks, load_task
+from cgmbench.models.registry import register_model
+from cgmbench.spec.task import list_tasks, load_task
 
 
 class ClassOnly(Generator):

@@ -12,15 +12,16 @@ import torch
 import torch.nn as nn
 
 import cgmbench.weights as W
-from baselines import pix2pix as P
-from baselines.cyclegan import REVERSE_PREFIX, CycleGANGenerator, ResnetGenerator
+from baselines.translation.checkpoints import REVERSE_PREFIX
+from baselines.translation.generator import CycleGANGenerator
+from baselines.translation.networks import ResnetGenerator, build_generator, init_weights
 from cgmbench.errors import CgmbenchError
 from cgmbench.generator import to_uint8
-from cgmbench.metrics.lpips import ALEXNET_WEIGHTS, LIN_WEIGHTS, LPIPS, load_lpips, torchmetrics_lin_copy
-from cgmbench.samples import SampleStore
-from cgmbench.scoring import compute_metrics, cycle_error_entry
-from cgmbench.sources import open_source
-from cgmbench.tasks import load_task
+from cgmbench.extractors.lpips import ALEXNET_WEIGHTS, LIN_WEIGHTS, LPIPS, load_lpips, torchmetrics_lin_copy
+from cgmbench.run.samples import SampleStore
+from cgmbench.scoring.harness import compute_metrics, cycle_error_entry
+from cgmbench.sources.base import open_source
+from cgmbench.spec.task import load_task
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_ARCH = {"netG": "resnet", "n_blocks": 1, "ngf": 4, "norm": "instance", "use_dropout": False}
@@ -40,7 +41,7 @@ def spec_with(tmp_path: Path, task_name: str, compute: list[str], rename: str | 
 
 def random_resnet(seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return P.init_weights(P.build_generator(TINY_ARCH), "normal", 0.5).eval()
+    return init_weights(build_generator(TINY_ARCH), "normal", 0.5).eval()
 
 
 def store_of(tmp_path: Path, samples: np.ndarray, shard: int) -> SampleStore:
@@ -88,8 +89,8 @@ def test_identity_generators_give_zero_cycle_error(tmp_path):
 
 
 def test_cycle_error_pending_for_the_oracle_and_for_score_without_model(tmp_path, monkeypatch):
-    from cgmbench.cli_metrics import score_run
-    from cgmbench.runner import RunConfig, run
+    from cgmbench.cli.metrics import score_run
+    from cgmbench.run.runner import RunConfig, run
 
     spec = spec_with(tmp_path, "shapes-unpaired", ["judge", "cycle_error"], rename="shapes-unpaired-cycle")
     monkeypatch.setenv("CGMBENCH_TASKS", str(Path(spec).parent))  # cgmbench score loads the task by name
@@ -112,9 +113,10 @@ def test_cycle_error_pending_for_the_oracle_and_for_score_without_model(tmp_path
 
 
 def test_shipped_cyclegan_carries_both_generators_and_records_cycle_error(tmp_path):
-    from cgmbench.runner import RunConfig, run
-    from cgmbench.weights import shipped
     from safetensors import safe_open
+
+    from cgmbench.run.runner import RunConfig, run
+    from cgmbench.weights import shipped
 
     path, digest = shipped("cyclegan-shapes-unpaired-tiny.safetensors")
     card = json.loads(path.with_suffix(".json").read_text())
@@ -209,7 +211,7 @@ def test_lpips_reads_the_official_lin_file_that_torchmetrics_ships():
 
 
 def test_lpips_in_a_run_record_and_pending_without_weights(tmp_path, monkeypatch, _isolated_home):
-    from cgmbench.runner import RunConfig, run
+    from cgmbench.run.runner import RunConfig, run
 
     spec = spec_with(tmp_path, "shapes-paired", ["lpips", "psnr"])
     rec = run(RunConfig(task=spec, model="noise", num_samples=6, out=str(tmp_path / "missing"), progress=False),
@@ -221,7 +223,7 @@ def test_lpips_in_a_run_record_and_pending_without_weights(tmp_path, monkeypatch
 
 
 def test_lpips_entry_with_weights_present(tmp_path, random_lpips_weights):
-    from cgmbench.runner import RunConfig, run
+    from cgmbench.run.runner import RunConfig, run
 
     alex, lin = random_lpips_weights
     spec = spec_with(tmp_path, "shapes-paired", ["lpips"])

@@ -9,9 +9,10 @@ import subprocess
 
 import numpy as np
 
-from cgmbench.distributed import RANK_INDEX, batches, merge_rank_indices, rank_indices
-from cgmbench.runner import RunConfig, run
-from cgmbench.samples import SampleStore
+from cgmbench.run.distributed import RANK_INDEX, batches, merge_rank_indices, rank_indices
+from cgmbench.run.config import RunConfig
+from cgmbench.run.runner import run
+from cgmbench.run.samples import SampleStore
 
 TASK = "shapes-t2i"
 
@@ -27,7 +28,7 @@ def test_batches_and_rank_assignment():
 
 def test_merge_rank_indices_checks_and_folds(tmp_path):
     store = SampleStore.create(tmp_path / "samples", {"x": 1}, (3, 2, 2))
-    from cgmbench.distributed import _rank_store_class
+    from cgmbench.run.distributed import _rank_store_class
 
     cls = _rank_store_class()
     r1 = cls(store.root, {**store.index, "shards": []}, 1)
@@ -45,7 +46,7 @@ def test_merge_rank_indices_checks_and_folds(tmp_path):
 def _torchrun(args, nproc=2, timeout=240):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     torchrun = shutil.which("torchrun") or "torchrun"
-    cmd = [torchrun, "--standalone", "--nproc-per-node", str(nproc), "-m", "cgmbench.distributed", *args]
+    cmd = [torchrun, "--standalone", "--nproc-per-node", str(nproc), "-m", "cgmbench", "run", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -55,16 +56,15 @@ def test_two_rank_gloo_run_equals_one_rank(tmp_path):
                             progress=False), log=lambda m: None)
         # another batch size on purpose: 5 batches of 8 spread over 2 ranks
         res = _torchrun(["--task", TASK, "--model", model, "--num-samples", "40", "--batch-size", "8",
-                         "--out", str(tmp_path / f"{model}2"), "--device", "cpu"])
+                         "--out", str(tmp_path / f"{model}2"), "--device", "cpu", "--json"])
         assert res.returncode == 0, res.stderr[-3000:]
         two = json.loads((tmp_path / f"{model}2" / "run.json").read_text())
         assert two["samples_sha256"] == one["samples_sha256"]
         assert two["metrics"] == one["metrics"]
         assert two["identity_sha256"] == one["identity_sha256"]
         assert two["timings"]["world_size"] == 2
-        printed = json.loads(res.stdout.strip().splitlines()[-1])  # rank 0 alone prints
+        printed = json.loads(res.stdout)  # rank 0 alone prints: stdout is one JSON document
         assert printed["identity_sha256"] == one["identity_sha256"]
-        assert len(res.stdout.strip().splitlines()) == 1
         shards = SampleStore.open(tmp_path / f"{model}2" / "samples").index["shards"]
         assert [(s["start"], s["stop"]) for s in shards] == [(i, i + 8) for i in range(0, 40, 8)]
         assert not list((tmp_path / f"{model}2" / "samples").glob("index.rank*.json"))
@@ -80,7 +80,7 @@ def test_two_rank_errors_reach_every_rank_and_resume(tmp_path):
     ref = SampleStore.open(tmp_path / "ref" / "samples")
     cfg = {**ref.config}
     store = SampleStore.create(out / "samples", cfg, ref.sample_shape)
-    from cgmbench.distributed import _rank_store_class
+    from cgmbench.run.distributed import _rank_store_class
 
     r1 = _rank_store_class()(store.root, {**store.index, "shards": []}, 1)
     r1.write_shard(8, ref.read(8, 16))
@@ -90,3 +90,18 @@ def test_two_rank_errors_reach_every_rank_and_resume(tmp_path):
     rec = json.loads((out / "run.json").read_text())
     assert rec["identity_sha256"] == one["identity_sha256"]
     assert rec["timings"]["samples_this_session"] == 16  # samples 8..15 were reused
+
+
+def test_torchrun_honours_every_run_option_precision_included(tmp_path):
+    """torchrun goes through the same parser and run-configuration builder as `cgmbench run`: --precision
+    reaches every rank and the record (it once fell back to fp32 silently)."""
+    args = ["--task", "shapes-cc", "--model", "dit", "--num-samples", "4", "--batch-size", "2", "--knob", "steps=2",
+            "--precision", "bf16", "--device", "cpu", "--seed", "3"]
+    res = _torchrun([*args, "--out", str(tmp_path / "bf16")])
+    assert res.returncode == 0, res.stderr[-3000:]
+    rec = json.loads((tmp_path / "bf16" / "run.json").read_text())
+    assert rec["model"]["precision"] == "bf16" and rec["seed"] == 3 and rec["model"]["knobs"]["steps"] == 2
+    one = run(RunConfig(task="shapes-cc", model="dit", num_samples=4, batch_size=2, knobs={"steps": 2},
+                        precision="bf16", device="cpu", seed=3, out=str(tmp_path / "one"), progress=False),
+              log=lambda m: None)
+    assert rec["identity_sha256"] == one["identity_sha256"]

@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import baselines.dit as dit
-from baselines.dit import DiT, DiT_models, load_dit_checkpoint
+import baselines.dit.models as dit
+from baselines.dit.checkpoints import load_dit_checkpoint
+from baselines.dit.models import DiT, DiT_models
 
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=64, depth=2, num_heads=4,
             mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=10, learn_sigma=True)

@@ -1,4 +1,4 @@
-"""DiT as a cgmbench generator (baselines/dit_generator.py) and the latent decoders (cgmbench/diffusion/latent.py)."""
+"""DiT as a cgmbench generator (baselines/dit/generator.py) and the latent decoders (baselines/common/latent.py)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,18 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import baselines.dit_generator as dg
-from baselines.dit import DiT, DiTGenerator
+from baselines.dit.generator import OFFICIAL_VARIANTS, VAE_WEIGHTS, DiTGenerator
+from baselines.dit.models import DiT
+from baselines.dit.train import TRAIN_CONFIGS, DiTTrainConfig
 from cgmbench import weights
-from cgmbench.cli import main
+from cgmbench.cli.main import main
 from cgmbench.diffusion import create_diffusion, per_sample_noise
-from cgmbench.diffusion.latent import SD_VAE_SCALE_FACTOR, IdentityDecoder, SDKLDecoder, diffusers_vae_to_compvis
+from baselines.common.latent import SD_VAE_SCALE_FACTOR, IdentityDecoder, SDKLDecoder, diffusers_vae_to_compvis
 from cgmbench.errors import CgmbenchError
 from cgmbench.generator import to_uint8
 from cgmbench.seeding import torch_generator
-from cgmbench.sources import open_source
-from cgmbench.tasks import load_task
+from cgmbench.sources.base import open_source
+from cgmbench.spec.task import load_task
 
 TINY = dict(input_size=32, patch_size=8, in_channels=3, hidden_size=32, depth=1, num_heads=2, mlp_ratio=2.0,
             class_dropout_prob=0.1, num_classes=18, learn_sigma=True)
@@ -163,11 +164,11 @@ def test_official_variant_path_loads_a_plain_state_dict(tmp_path, monkeypatch, _
                 num_classes=1000)
     vae_spec = json.loads((official_dir / "ldm_sd1" / "fixture_sd1_vae_tiny.json").read_text())
     vae_config = dict(vae_spec["constructor"]["kwargs"], lossconfig=None)
-    variant = replace(dg.OFFICIAL_VARIANTS["xl-2-256"], arch=arch, image_size=16, vae_config=vae_config)
-    monkeypatch.setitem(dg.OFFICIAL_VARIANTS, "xl-2-256", variant)
+    variant = replace(OFFICIAL_VARIANTS["xl-2-256"], arch=arch, image_size=16, vae_config=vae_config)
+    monkeypatch.setitem(OFFICIAL_VARIANTS, "xl-2-256", variant)
     weights.known_files()  # builtins first, then the VAE entry this test stands in for
-    monkeypatch.setitem(weights._REGISTRY, dg.VAE_WEIGHTS,
-                        weights.KnownFile(name=dg.VAE_WEIGHTS, filename="sd-vae-ft-ema.safetensors",
+    monkeypatch.setitem(weights._REGISTRY, VAE_WEIGHTS,
+                        weights.KnownFile(name=VAE_WEIGHTS, filename="sd-vae-ft-ema.safetensors",
                                           hub_id="stabilityai/sd-vae-ft-ema"))
     folder = _isolated_home / "weights"
     folder.mkdir(parents=True, exist_ok=True)
@@ -234,9 +235,9 @@ def test_diffusers_vae_naming_converts_to_compvis(official_dir):
 
 
 def test_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    small = dg.DiTTrainConfig(hidden_size=32, depth=1, num_heads=2, patch_size=8, batch_size=4, steps=4,
+    small = DiTTrainConfig(hidden_size=32, depth=1, num_heads=2, patch_size=8, batch_size=4, steps=4,
                               ckpt_every=2, log_every=1, max_items=64, warmup_steps=2)
-    monkeypatch.setitem(dg.TRAIN_CONFIGS, ("tiny", "digits-cc"), small)
+    monkeypatch.setitem(TRAIN_CONFIGS, ("tiny", "digits-cc"), small)
     task = load_task("digits-cc")
     straight = DiTGenerator.train(task, out=tmp_path / "a", log=lambda m: None)
     DiTGenerator.train(task, out=tmp_path / "b", steps=2, log=lambda m: None)
@@ -268,7 +269,7 @@ def test_shipped_checkpoint_matches_its_json(task_name):
     assert sha == meta["sha256"]
     assert path.stat().st_size <= 3_000_000
     assert meta["training"]["command"].startswith(f"cgmbench train --model dit --task {task_name} --config tiny")
-    assert meta["training"]["steps"] == dg.TRAIN_CONFIGS[("tiny", task_name)].steps
+    assert meta["training"]["steps"] == TRAIN_CONFIGS[("tiny", task_name)].steps
     gen = DiTGenerator.load(load_task(task_name), variant=f"{task_name}-tiny")
     assert gen.checkpoint.to_dict()["name"] == f"dit:{task_name}-tiny" and gen.clip_denoised
 

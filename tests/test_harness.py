@@ -21,14 +21,14 @@ import torch
 from PIL import Image
 from test_inception import hub_cache_with, random_fid_inception_state_dict, smooth_images
 
-from cgmbench import cli_metrics
+from cgmbench.cli import metrics as cli_metrics
 from cgmbench.errors import CgmbenchError
 from cgmbench.extractors import FeatureExtractor, get_extractor
 from cgmbench.metrics import SingularCovarianceWarning, frechet_distance, inception_score
-from cgmbench.samples import SampleStore
-from cgmbench.scoring import HarnessOptions, compute_metrics, extract_samples
-from cgmbench.sources import open_source
-from cgmbench.stats import (
+from cgmbench.run.samples import SampleStore
+from cgmbench.scoring.harness import HarnessOptions, compute_metrics, extract_samples
+from cgmbench.sources.base import open_source
+from cgmbench.scoring.reference_stats import (
     ReferenceStats,
     load_adm_batch,
     load_stats,
@@ -36,7 +36,7 @@ from cgmbench.stats import (
     save_stats,
     stats_dir,
 )
-from cgmbench.tasks import validate_task_dict
+from cgmbench.spec.task import validate_task_dict
 
 N_IMAGES = 8
 
@@ -307,7 +307,7 @@ def test_bad_inputs_give_clear_errors_and_warnings(tmp_path, folders):
         _TinyExtractor()(fake.float())
     task = _folder_task(real_dir, 64, ["fid"])
     sample = extract_samples(_TinyExtractor(), store, 3, batch_size=4)
-    from cgmbench.scoring import fid_entry
+    from cgmbench.scoring.harness import fid_entry
 
     ref = reference_stats(task, _TinyExtractor(), "clean")
     entry = fid_entry(sample, ref)  # N = 3 < d = 6: biased and singular, still finite; the record says so
@@ -374,8 +374,8 @@ def test_missing_clip_weights_name_what_to_fetch_and_where(name, hub, _isolated_
 
 
 def test_score_recomputes_a_run_and_keeps_identity_rules(tmp_path, capsys):
-    from cgmbench.records import identity_digest, load_record
-    from cgmbench.runner import RunConfig, run
+    from cgmbench.run.record import identity_digest, load_record
+    from cgmbench.run.runner import RunConfig, run
 
     out = tmp_path / "run"
     record = run(RunConfig(task="shapes-t2i", model="oracle", num_samples=24, out=str(out), progress=False),
@@ -410,7 +410,7 @@ def test_stats_command_caches_then_reuses(capsys):
 
 
 def test_metrics_that_cannot_be_computed_stay_pending_with_a_reason(tmp_path):
-    from cgmbench.runner import RunConfig, run
+    from cgmbench.run.runner import RunConfig, run
 
     rec = run(RunConfig(task="shapes-edit", model="oracle", num_samples=12, out=str(tmp_path / "e"), progress=False),
               log=lambda m: None)

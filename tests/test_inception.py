@@ -16,6 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cgmbench import weights as weights_registry
+from cgmbench.errors import CgmbenchError
 from cgmbench.extractors import (
     INCEPTION_WEIGHTS,
     FIDInceptionNetwork,
@@ -26,8 +28,6 @@ from cgmbench.extractors import (
     tf32_disabled,
     to_uint8,
 )
-from cgmbench import weights as weights_registry
-from cgmbench.errors import CgmbenchError
 from cgmbench.extractors.resize import resize_bilinear_tf1, resize_pil_bicubic_float
 from cgmbench.weights import known_file
 

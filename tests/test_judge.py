@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cgmbench.sources import open_source
-from cgmbench.tasks import load_task
+from cgmbench.sources.base import open_source
+from cgmbench.spec.task import load_task
 from cgmbench.worlds import judge as J
 from cgmbench.worlds import shapes as W
 

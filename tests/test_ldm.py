@@ -9,25 +9,20 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from baselines.ldm import (
+from baselines.common.kl_vae import SD1_VAE_CONFIG, SD_LATENT_SCALE, AutoencoderKL, DiagonalGaussianDistribution
+from baselines.common.state_dict import load_state_dict_strict
+from baselines.ldm.checkpoints import (
     EMA_META_KEYS,
     LATENT_DIFFUSION_BUFFER_KEYS,
     LDM_CIN256_V2_UNET_CONFIG,
     LDM_TXT2IMG_F8_LARGE_UNET_CONFIG,
     SD1_UNET_CONFIG,
-    SD1_VAE_CONFIG,
-    SD_LATENT_SCALE,
-    AutoencoderKL,
-    DiagonalGaussianDistribution,
-    UNetModel,
     ema_key,
     load_compvis_unet_vae,
     load_ldm_checkpoint,
-    load_state_dict_strict,
     split_compvis_checkpoint,
-    timestep_embedding,
 )
-from baselines.ldm_unet import AttentionBlock
+from baselines.ldm.unet import AttentionBlock, UNetModel, timestep_embedding
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 

@@ -19,15 +19,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from baselines.ldm import AutoencoderKL
-from baselines.ldm_bert import BERTEmbedder, BERTTokenizer, bert_config_from_state_dict
-from baselines.ldm_generator import LDM_VARIANTS, LDMGenerator
-from baselines.text_encoders import LDMBertEncoder
-from cgmbench.cli import main
+from baselines.common.kl_vae import AutoencoderKL
+from baselines.ldm.bert import BERTEmbedder, BERTTokenizer, LDMBertEncoder, bert_config_from_state_dict
+from baselines.ldm.generator import LDM_VARIANTS, LDMGenerator
+from cgmbench.cli.main import main
 from cgmbench.errors import CgmbenchError
 from cgmbench.paths import weights_dir
-from cgmbench.sources import open_source
-from cgmbench.tasks import load_task
+from cgmbench.sources.base import open_source
+from cgmbench.spec.task import load_task
 
 #: a tiny WordPiece vocabulary laid out like bert-base-uncased's vocab.txt ([PAD] = 0)
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "circle", "bi", "##cycle", "with", "the",

@@ -9,16 +9,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from baselines.ldm import LDM_CIN256_V2_UNET_CONFIG, UNetModel
-from baselines.ldm_cin_generator import LDM_CIN_VARIANTS, ClassEmbedder, LDMClassGenerator
-from baselines.ldm_generator import LDMGenerator
-from baselines.ldm_vq import LDM_VQ_F4_CONFIG, VQModelInterface
+from baselines.ldm.checkpoints import LDM_CIN256_V2_UNET_CONFIG
+from baselines.ldm.class_generator import LDM_CIN_VARIANTS, ClassEmbedder, LDMClassGenerator
+from baselines.ldm.generator import LDMGenerator
+from baselines.ldm.unet import UNetModel
+from baselines.ldm.vq import LDM_VQ_F4_CONFIG, VQModelInterface
 from cgmbench.conditions import Conditions
 from cgmbench.diffusion import ldm_alphas_cumprod
 from cgmbench.errors import CgmbenchError
 from cgmbench.generator import to_uint8
 from cgmbench.paths import weights_dir
-from cgmbench.tasks import load_task
+from cgmbench.spec.task import load_task
 from cgmbench.weights import sha256_file
 
 N_CLASSES = 18  # shapes-cc; row 18 of the tiny embedder is the unconditional token
@@ -267,7 +268,7 @@ def test_generate_refuses_bad_conditions(tiny_variant):
 
 
 def test_the_ldm_model_name_serves_cin256_v2_for_class_tasks():
-    from cgmbench.registry import load_model
+    from cgmbench.models.registry import load_model
 
     # imagenet256-cc names ldm:cin256-v2 as its default: the class-conditional loader answers (weights missing)
     with pytest.raises(CgmbenchError, match="ommer-lab.com/files/latent-diffusion/nitro/cin/model.ckpt"):

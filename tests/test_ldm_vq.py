@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from baselines.ldm_vq import LDM_VQ_F4_CONFIG, VectorQuantizer2, VQModelInterface, load_vq_model
+from baselines.ldm.vq import LDM_VQ_F4_CONFIG, VectorQuantizer2, VQModelInterface, load_vq_model
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 

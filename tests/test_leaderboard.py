@@ -16,13 +16,13 @@ import pytest
 from PIL import Image
 
 from cgmbench.atomic import atomic_write_json
-from cgmbench.cli_extra import COMMANDS, register
+from cgmbench.cli.results import COMMANDS, register
 from cgmbench.errors import CgmbenchError
-from cgmbench.leaderboard import build, collect_records, rank_bands, render_csv, render_markdown, render_table
-from cgmbench.plots import plot_pareto, sample_grid
-from cgmbench.records import finalize
-from cgmbench.runner import RunConfig, run
-from cgmbench.tasks import load_task
+from cgmbench.results.leaderboard import build, collect_records, rank_bands, render_csv, render_markdown, render_table
+from cgmbench.results.plots import plot_pareto, sample_grid
+from cgmbench.run.record import finalize
+from cgmbench.run.runner import RunConfig, run
+from cgmbench.spec.task import load_task
 
 TASK = "shapes-t2i"
 CHROMIUM = Path("/usr/bin/chromium")

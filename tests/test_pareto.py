@@ -7,8 +7,16 @@ import math
 import pytest
 
 from cgmbench.errors import CgmbenchError
-from cgmbench.pareto import (Point, at_matched, direction, dominates, frontier, frontier_order, hypervolume_2d,
-                             non_dominated)
+from cgmbench.results.pareto import (
+    Point,
+    at_matched,
+    direction,
+    dominates,
+    frontier,
+    frontier_order,
+    hypervolume_2d,
+    non_dominated,
+)
 
 
 def test_directions():

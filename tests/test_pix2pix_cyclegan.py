@@ -13,28 +13,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from baselines import cyclegan
-from baselines.cyclegan import (
-    ResnetGenerator,
-    cyclegan_discriminator_loss,
-    cyclegan_forward,
-    cyclegan_generator_loss,
-)
-from baselines.pix2pix import (
+from baselines.translation.checkpoints import load_official_state_dict, patch_instance_norm_state_dict, read_state_dict
+from baselines.translation.networks import (
     GANLoss,
     ImagePool,
     NLayerDiscriminator,
+    ResnetGenerator,
     UnetGenerator,
+    cyclegan_discriminator_loss,
+    cyclegan_forward,
+    cyclegan_generator_loss,
     define_D,
     define_G,
     get_norm_layer,
     init_weights,
     linear_decay_lambda,
-    load_official_state_dict,
-    patch_instance_norm_state_dict,
     pix2pix_discriminator_loss,
     pix2pix_generator_loss,
-    read_state_dict,
     set_test_mode,
 )
 
@@ -223,9 +218,9 @@ def test_init_weights_normal():
 
 
 def test_cyclegan_reexports_shared_pieces():
-    assert cyclegan.NLayerDiscriminator is NLayerDiscriminator
-    assert cyclegan.get_norm_layer is get_norm_layer
-    assert cyclegan.load_official_state_dict is load_official_state_dict
+    assert NLayerDiscriminator is NLayerDiscriminator
+    assert get_norm_layer is get_norm_layer
+    assert load_official_state_dict is load_official_state_dict
 
 
 # ------------------------------------------------------------------------------------------

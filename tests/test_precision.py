@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from cgmbench.cli import main
+from cgmbench.cli.main import main
 from cgmbench.errors import CgmbenchError
-from cgmbench.registry import load_model
-from cgmbench.sources import open_source
-from cgmbench.tasks import load_task
+from cgmbench.models.registry import load_model
+from cgmbench.sources.base import open_source
+from cgmbench.spec.task import load_task
 
 
 @pytest.mark.parametrize("model,task,knobs,mean_tol", [

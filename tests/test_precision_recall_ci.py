@@ -24,7 +24,7 @@ from cgmbench.metrics import (
     precision_recall,
     precision_recall_indicators,
 )
-from cgmbench.scoring import N_BOOT, _bootstrap_mean, precision_groups
+from cgmbench.scoring.harness import N_BOOT, _bootstrap_mean, precision_groups
 
 
 def _features(n_real: int, n_fake: int, d: int = 16, seed: int = 12) -> tuple[np.ndarray, np.ndarray]:
@@ -158,12 +158,12 @@ def _spec(tmp_path, kind: str, conditions: int) -> str:
 @pytest.mark.parametrize("kind, conditions, unit", [("class-conditional", 1000, "samples"),
                                                     ("text-to-image", 8, "prompts")])
 def test_harness_records_precision_and_recall_intervals(tmp_path, kind, conditions, unit):
-    from cgmbench.runner import RunConfig, run
-    from cgmbench.samples import SampleStore
-    from cgmbench.scoring import extract_samples, load_extractor
-    from cgmbench.sources import open_source
-    from cgmbench.stats import reference_stats
-    from cgmbench.tasks import load_task
+    from cgmbench.run.runner import RunConfig, run
+    from cgmbench.run.samples import SampleStore
+    from cgmbench.scoring.harness import extract_samples, load_extractor
+    from cgmbench.sources.base import open_source
+    from cgmbench.scoring.reference_stats import reference_stats
+    from cgmbench.spec.task import load_task
 
     spec = _spec(tmp_path, kind, conditions)
     out = tmp_path / "run"
@@ -197,7 +197,7 @@ def test_harness_records_precision_and_recall_intervals(tmp_path, kind, conditio
 
 
 def test_video_frames_of_a_sample_move_together():
-    from cgmbench.tasks import load_task
+    from cgmbench.spec.task import load_task
 
     task = load_task("shapes-cc")
     groups, unit = precision_groups(task, None, 4, 12)  # 4 samples x 3 frames, class conditions

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from test_inception import random_fid_inception_state_dict, smooth_images
 
 from cgmbench.errors import CgmbenchError
 from cgmbench.extractors import get_extractor
-from cgmbench.stats import background, iter_feature_batches
-from test_inception import random_fid_inception_state_dict, smooth_images
+from cgmbench.scoring.reference_stats import background, iter_feature_batches
 
 
 @pytest.fixture(scope="module")

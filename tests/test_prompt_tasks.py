@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cgmbench.cli import main
+from cgmbench.cli.main import main
 from cgmbench.errors import CgmbenchError
 from cgmbench.images import center_crop_resize, read_image
-from cgmbench.sources import load_prompt_suite, open_source, prompt_dir
-from cgmbench.tasks import load_task
+from cgmbench.sources.base import load_prompt_suite, open_source, prompt_dir
+from cgmbench.spec.task import load_task
 
 
 @pytest.mark.parametrize("task_name,count,first", [

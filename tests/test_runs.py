@@ -8,10 +8,10 @@ import torch
 
 from cgmbench.conditions import CONDITION_KINDS
 from cgmbench.generator import Generator, Knob
-from cgmbench.records import VOLATILE_FIELDS, identity_digest, load_record
-from cgmbench.registry import register_model
-from cgmbench.runner import RunConfig, run
-from cgmbench.samples import SampleStore
+from cgmbench.run.record import VOLATILE_FIELDS, identity_digest, load_record
+from cgmbench.models.registry import register_model
+from cgmbench.run.runner import RunConfig, run
+from cgmbench.run.samples import SampleStore
 from cgmbench.seeding import sample_seed, torch_generator
 
 
@@ -144,8 +144,8 @@ def test_oracle_beats_noise_on_every_shapes_task(tmp_path):
 
 
 def test_digits_oracle_returns_heldout_image_of_the_same_class(tmp_path):
-    from cgmbench.sources import open_source
-    from cgmbench.tasks import load_task
+    from cgmbench.sources.base import open_source
+    from cgmbench.spec.task import load_task
     from cgmbench.worlds.sources import digits_split, digits_to_rgb
 
     task = load_task("digits-cc")

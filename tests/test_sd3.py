@@ -13,17 +13,19 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from baselines.sd3 import (
+from baselines.sd3.checkpoints import (
+    diffusers_to_original,
+    extract_diffusion_model_state_dict,
+    load_sd3_checkpoint,
+    original_to_diffusers,
+)
+from baselines.sd3.models import (
     CHECKPOINT_PREFIX,
     SD3_MEDIUM_CONFIG,
     SD3_VAE_SCALE_FACTOR,
     SD3_VAE_SHIFT_FACTOR,
     MMDiT,
-    diffusers_to_original,
-    extract_diffusion_model_state_dict,
     get_2d_sincos_pos_embed,
-    load_sd3_checkpoint,
-    original_to_diffusers,
     sd3_latent_process_in,
     sd3_latent_process_out,
 )

@@ -21,8 +21,8 @@ from cgmbench.extractors import get_extractor
 from cgmbench.extractors import shapes as S
 from cgmbench.metrics import clip_score, feature_statistics, frechet_distance
 from cgmbench.seeding import sample_seeds
-from cgmbench.sources import open_source
-from cgmbench.tasks import load_task
+from cgmbench.sources.base import open_source
+from cgmbench.spec.task import load_task
 from cgmbench.weights import sha256_file, shipped_dir
 
 N_REF, N_GEN = 1000, 500

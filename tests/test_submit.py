@@ -8,23 +8,23 @@ import io
 import json
 import os
 import shutil
+import struct
 import tarfile
 import threading
 import zipfile
 import zlib
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import cgmbench.submit as sm
-from cgmbench.cli_extra import COMMANDS, register
+import cgmbench.results.submit as sm
+from cgmbench.cli.results import COMMANDS, register
 from cgmbench.errors import CgmbenchError
 from cgmbench.images import save_png
-from cgmbench.records import finalize
-from cgmbench.runner import RunConfig, run
-from cgmbench.samples import SampleStore
+from cgmbench.run.record import finalize
+from cgmbench.run.runner import RunConfig, run
+from cgmbench.run.samples import SampleStore
 
 TASK = "shapes-t2i"
 N = 12

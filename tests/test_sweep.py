@@ -10,10 +10,10 @@ import torch
 from cgmbench.conditions import CONDITION_KINDS
 from cgmbench.errors import CgmbenchError
 from cgmbench.generator import CheckpointInfo, Generator, Knob
-from cgmbench.registry import register_model
+from cgmbench.models.registry import register_model
 from cgmbench.seeding import torch_generator
-from cgmbench.sources import open_source
-from cgmbench.sweep import SweepConfig, expand_grid, parse_knob_grid, point_dirname, run_sweep
+from cgmbench.sources.base import open_source
+from cgmbench.run.sweep import SweepConfig, expand_grid, parse_knob_grid, point_dirname, run_sweep
 
 TASK = "shapes-t2i"
 
@@ -152,7 +152,7 @@ def _fake_record(rcfg):
 def test_cli_sweep_handler(tmp_path, capsys):
     import argparse
 
-    from cgmbench.cli_extra import COMMANDS, register
+    from cgmbench.cli.results import COMMANDS, register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))

@@ -9,11 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from baselines.ldm import SD1_VAE_CONFIG, AutoencoderKL, UNetModel
-from baselines.ldm_generator import LDM_TINY_CONFIGS, LDM_VARIANTS, LDMGenerator, build_tiny_ldm
-from baselines.sd3 import MMDiT
-from baselines.sd3_generator import SD3_TINY_CONFIGS, SD3_VARIANTS, SD3Generator, build_tiny_sd3
-from baselines.text_encoders import (
+from baselines.common.kl_vae import SD1_VAE_CONFIG, AutoencoderKL
+from baselines.common.text_encoders import (
     CLIPTextEncoder,
     OpenCLIPBigGEncoder,
     ShapesTokenizer,
@@ -21,12 +18,16 @@ from baselines.text_encoders import (
     T5XXLEncoder,
     shapes_vocabulary,
 )
+from baselines.ldm.generator import LDM_TINY_CONFIGS, LDM_VARIANTS, LDMGenerator, build_tiny_ldm
+from baselines.ldm.unet import UNetModel
+from baselines.sd3.generator import SD3_TINY_CONFIGS, SD3_VARIANTS, SD3Generator, build_tiny_sd3
+from baselines.sd3.models import MMDiT
 from cgmbench.conditions import Conditions
 from cgmbench.diffusion import DDIMSampler
 from cgmbench.errors import CgmbenchError
 from cgmbench.paths import weights_dir
 from cgmbench.seeding import torch_generator
-from cgmbench.tasks import load_task
+from cgmbench.spec.task import load_task
 from cgmbench.worlds import shapes as W
 
 PROMPTS = ["a small red circle", "two blue squares", "a green triangle to the left of a cyan circle"]
@@ -350,7 +351,7 @@ def test_training_is_deterministic_and_resumable(cls, name, task, tmp_path, monk
 
 @pytest.mark.parametrize("model", ["ldm", "sd3"])
 def test_cli_run_of_the_shipped_model(model, tmp_path, capsys):
-    from cgmbench.cli import main
+    from cgmbench.cli.main import main
 
     out = tmp_path / model
     rc = main(["run", "--task", "shapes-t2i", "--model", f"{model}:shapes-t2i-tiny", "--num-samples", "16",

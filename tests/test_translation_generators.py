@@ -14,20 +14,27 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import cgmbench.sources
-from baselines import pix2pix as P
-from baselines.cyclegan import CYCLEGAN_CONFIGS, CycleGANGenerator, ResnetGenerator
-from baselines.pix2pix import Pix2PixGenerator, UnetGenerator, get_norm_layer, init_weights
+import cgmbench.sources.base
+from baselines.translation.generator import CycleGANGenerator, Pix2PixGenerator
+from baselines.translation.networks import (
+    ResnetGenerator,
+    UnetGenerator,
+    build_generator,
+    get_norm_layer,
+    init_weights,
+    set_test_mode,
+)
+from baselines.translation.train import CYCLEGAN_CONFIGS, PIX2PIX_CONFIGS
 from cgmbench.conditions import Conditions
 from cgmbench.errors import CgmbenchError
 from cgmbench.generator import to_uint8
-from cgmbench.tasks import load_task, validate_task_dict
+from cgmbench.spec.task import load_task, validate_task_dict
 
 REPO = Path(__file__).resolve().parent.parent
 TASK_DIR = REPO / "tasks"
 NEW_SOURCES = {
-    "pix2pix-ab": "cgmbench.translation_data:PairedABSource",
-    "cyclegan-unpaired": "cgmbench.translation_data:UnpairedSource",
+    "pix2pix-ab": "cgmbench.sources.translation:PairedABSource",
+    "cyclegan-unpaired": "cgmbench.sources.translation:UnpairedSource",
 }
 #: judge floor of the shipped tiny CycleGAN at N=64 (measured value in its weights JSON)
 CYCLEGAN_FLOOR = 0.05
@@ -36,8 +43,8 @@ REAL_TASKS = ["facades", "maps", "edges2shoes", "cityscapes", "horse2zebra", "mo
 
 @pytest.fixture
 def sources(monkeypatch):
-    """The two translation sources, registered as the lead registers them in cgmbench.sources."""
-    monkeypatch.setattr(cgmbench.sources, "SOURCES", {**cgmbench.sources.SOURCES, **NEW_SOURCES})
+    """The two translation sources, registered as the lead registers them in cgmbench.sources.base."""
+    monkeypatch.setattr(cgmbench.sources.base, "SOURCES", {**cgmbench.sources.base.SOURCES, **NEW_SOURCES})
 
 
 def make_task(kind: str, resolution: int, conditions: dict, reference: dict | None = None, name="t"):
@@ -75,7 +82,7 @@ def test_paired_ab_source_halves_direction_and_splits(sources, tmp_path):
             truth[split, i] = (a, b)
     params = {"source": "pix2pix-ab", "path": str(root), "phase": "test", "direction": "BtoA", "url": "U"}
     task = make_task("paired-translation", 16, params)
-    src = cgmbench.sources.open_source(task, "conditions")
+    src = cgmbench.sources.base.open_source(task, "conditions")
     assert len(src) == 3
     cond = src.conditions([0, 1, 2, 3])  # index 3 wraps to 0
     assert cond.images.dtype == torch.uint8 and tuple(cond.images.shape) == (4, 3, 16, 16)
@@ -85,9 +92,9 @@ def test_paired_ab_source_halves_direction_and_splits(sources, tmp_path):
         assert np.array_equal(src.references([k])[0], a)
     assert np.array_equal(src.oracle([1], [0])[0], truth["test", 1][0])
 
-    forward = cgmbench.sources.open_source(make_task("paired-translation", 16, {**params, "direction": "AtoB"}))
+    forward = cgmbench.sources.base.open_source(make_task("paired-translation", 16, {**params, "direction": "AtoB"}))
     assert np.array_equal(forward.conditions([2]).images[0].numpy(), truth["test", 2][0])
-    train = cgmbench.sources.open_source(task, "conditions", split="train")
+    train = cgmbench.sources.base.open_source(task, "conditions", split="train")
     assert np.array_equal(train.references([1])[0], truth["train", 1][0])
 
 
@@ -96,7 +103,7 @@ def test_paired_ab_source_resizes_each_half_bicubic(sources, tmp_path):
     write_image(tmp_path / "maps" / "val" / "1.jpg", ab)  # the official archives hold .jpg files
     task = make_task("paired-translation", 16, {"source": "pix2pix-ab", "path": str(tmp_path / "maps"),
                                                 "phase": "val", "direction": "AtoB"})
-    src = cgmbench.sources.open_source(task)
+    src = cgmbench.sources.base.open_source(task)
     decoded = np.asarray(Image.open(tmp_path / "maps" / "val" / "1.jpg").convert("RGB")).transpose(2, 0, 1)
     left = Image.fromarray(decoded[:, :, :20].transpose(1, 2, 0)).resize((16, 16), Image.BICUBIC)
     assert np.array_equal(src.conditions([0]).images[0].numpy(), np.asarray(left).transpose(2, 0, 1))
@@ -107,7 +114,7 @@ def test_corrupt_image_is_a_clear_error(sources, tmp_path):
     write_image(tmp_path / "facades" / "test" / "1.png", ab)
     (tmp_path / "facades" / "test" / "2.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     task = make_task("paired-translation", 16, {"source": "pix2pix-ab", "path": str(tmp_path / "facades")})
-    src = cgmbench.sources.open_source(task)
+    src = cgmbench.sources.base.open_source(task)
     src.conditions([0])
     with pytest.raises(CgmbenchError, match=r"corrupt or unreadable image .*facades/test/2\.jpg"):
         src.conditions([1])
@@ -116,7 +123,7 @@ def test_corrupt_image_is_a_clear_error(sources, tmp_path):
 def test_missing_folders_name_url_and_exact_path(sources, tmp_path, monkeypatch):
     monkeypatch.setenv("CGMBENCH_DATA", str(tmp_path / "data"))
     task = load_task(str(TASK_DIR / "facades.toml"))
-    src = cgmbench.sources.open_source(task)
+    src = cgmbench.sources.base.open_source(task)
     with pytest.raises(CgmbenchError) as err:
         len(src)
     msg = str(err.value)
@@ -126,10 +133,10 @@ def test_missing_folders_name_url_and_exact_path(sources, tmp_path, monkeypatch)
     h2z = load_task(str(TASK_DIR / "horse2zebra.toml"))
     (tmp_path / "data" / "cyclegan" / "horse2zebra" / "testA").mkdir(parents=True)
     with pytest.raises(CgmbenchError, match=r"horse2zebra/testA for task horse2zebra holds no images"):
-        cgmbench.sources.open_source(h2z).conditions([0])
+        cgmbench.sources.base.open_source(h2z).conditions([0])
     with pytest.raises(CgmbenchError, match=r"horse2zebra/testB for task horse2zebra does not exist.*"
                                             r"cyclegan/datasets/horse2zebra\.zip"):
-        cgmbench.sources.open_source(h2z, "reference").references([0])
+        cgmbench.sources.base.open_source(h2z, "reference").references([0])
 
 
 def test_unpaired_source_reads_testA_for_conditions_and_testB_for_references(sources, tmp_path, monkeypatch):
@@ -142,12 +149,12 @@ def test_unpaired_source_reads_testA_for_conditions_and_testB_for_references(sou
             imgs[folder, i] = rng.integers(0, 256, (3, 256, 256), dtype=np.uint8)
             write_image(root / folder / f"n{i:04d}.png", imgs[folder, i])
     task = load_task(str(TASK_DIR / "horse2zebra.toml"))
-    cond = cgmbench.sources.open_source(task, "conditions")
-    ref = cgmbench.sources.open_source(task, "reference")
+    cond = cgmbench.sources.base.open_source(task, "conditions")
+    ref = cgmbench.sources.base.open_source(task, "reference")
     assert (len(cond), len(ref)) == (2, 3)
     assert np.array_equal(cond.conditions([1]).images[0].numpy(), imgs["testA", 1])
     assert np.array_equal(ref.references([2])[0], imgs["testB", 2])
-    assert np.array_equal(cgmbench.sources.open_source(task, "reference", "train").references([0])[0],
+    assert np.array_equal(cgmbench.sources.base.open_source(task, "reference", "train").references([0])[0],
                           imgs["trainB", 0])
     with pytest.raises(CgmbenchError, match="no held-out real data"):
         cond.oracle([0], [0])
@@ -233,7 +240,7 @@ def test_batchstats_mode_uses_single_sample_statistics(pix2pix_model):
     """Upstream test.py runs batch size 1: the batch statistics are those of the sample alone."""
     c = image_conditions(3, 64, seed=2)
     out = pix2pix_model.generate(c, [0, 1, 2], test_mode="batchstats-no-dropout")
-    net = P.set_test_mode(copy.deepcopy(pix2pix_model.net), "batchstats-no-dropout")
+    net = set_test_mode(copy.deepcopy(pix2pix_model.net), "batchstats-no-dropout")
     with torch.no_grad():
         alone = to_uint8(net(c.images[1:2].float() / 127.5 - 1))[0]
         pair = to_uint8(net(c.images[1:3].float() / 127.5 - 1))[0]
@@ -289,7 +296,7 @@ def test_official_variant_missing_names_url_sha_and_path(tmp_path):
 
 
 def test_official_cyclegan_state_dict_loads_from_pth(tmp_path):
-    net = P.build_generator(CycleGANGenerator.official_arch)
+    net = build_generator(CycleGANGenerator.official_arch)
     path = tmp_path / "latest_net_G.pth"
     torch.save(net.state_dict(), path)
     model = CycleGANGenerator.load(task256(), checkpoint=str(path))
@@ -345,7 +352,7 @@ class _Stop(Exception):
 
 
 @pytest.mark.parametrize("cls,configs,task_name", [
-    (Pix2PixGenerator, P.PIX2PIX_CONFIGS, "shapes-paired"),
+    (Pix2PixGenerator, PIX2PIX_CONFIGS, "shapes-paired"),
     (CycleGANGenerator, CYCLEGAN_CONFIGS, "shapes-unpaired"),
 ])
 def test_training_writes_checkpoints_and_resumes_exactly(tmp_path, monkeypatch, cls, configs, task_name):
@@ -383,7 +390,7 @@ def test_training_writes_checkpoints_and_resumes_exactly(tmp_path, monkeypatch, 
 
 
 def load_source_conditions(task, n):
-    return cgmbench.sources.open_source(task).conditions(list(range(n)))
+    return cgmbench.sources.base.open_source(task).conditions(list(range(n)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -412,7 +419,7 @@ def judge_only_spec(tmp_path: Path, task_name: str, model: str, variant: str) ->
     ("cyclegan", "shapes-unpaired-tiny", "shapes-unpaired", CYCLEGAN_FLOOR),
 ])
 def test_shipped_tiny_checkpoint_beats_noise_through_the_cli(tmp_path, model, variant, task_name, floor):
-    from cgmbench.cli import main
+    from cgmbench.cli.main import main
 
     spec = judge_only_spec(tmp_path, task_name, model, variant)
     records = {}

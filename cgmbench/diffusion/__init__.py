@@ -10,8 +10,8 @@
 Each is checked step by step against the official code's trajectories in ``tests/test_samplers.py``.
 """
 
-from .ddim_compvis import DDIMSampler, make_ddim_sampling_parameters, make_ddim_timesteps
-from .flow import (
+from cgmbench.diffusion.ddim_compvis import DDIMSampler, make_ddim_sampling_parameters, make_ddim_timesteps
+from cgmbench.diffusion.flow import (
     CFGDenoiser,
     ModelSamplingDiscreteFlow,
     SD3LatentFormat,
@@ -24,10 +24,10 @@ from .flow import (
     sample_euler,
     sample_logit_normal_sigmas,
 )
-from .gaussian import GaussianDiffusion, create_diffusion, discretized_gaussian_log_likelihood, normal_kl
-from .guidance import apply_guidance, cfg_model, from_ho_salimans, needs_unconditional, to_ho_salimans
-from .noise import NoiseSource, PerSampleNoise, draw_noise, per_sample_noise
-from .schedules import (
+from cgmbench.diffusion.gaussian import GaussianDiffusion, create_diffusion, discretized_gaussian_log_likelihood, normal_kl
+from cgmbench.diffusion.guidance import apply_guidance, cfg_model, from_ho_salimans, needs_unconditional, to_ho_salimans
+from cgmbench.diffusion.noise import NoiseSource, PerSampleNoise, draw_noise, per_sample_noise
+from cgmbench.diffusion.schedules import (
     alphas_cumprod_from_betas,
     cosine_beta_schedule,
     get_named_beta_schedule,

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .noise import NoiseSource, draw_noise
+from cgmbench.diffusion.noise import NoiseSource, draw_noise
 
 __all__ = ["make_ddim_timesteps", "make_ddim_sampling_parameters", "DDIMSampler"]
 

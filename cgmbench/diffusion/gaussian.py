@@ -36,8 +36,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .noise import NoiseSource, draw_noise
-from .schedules import alphas_cumprod_from_betas, get_named_beta_schedule, respace_betas, space_timesteps
+from cgmbench.diffusion.noise import NoiseSource, draw_noise
+from cgmbench.diffusion.schedules import alphas_cumprod_from_betas, get_named_beta_schedule, respace_betas, space_timesteps
 
 __all__ = ["GaussianDiffusion", "create_diffusion", "normal_kl", "discretized_gaussian_log_likelihood"]
 

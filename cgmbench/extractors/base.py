@@ -68,7 +68,7 @@ class FeatureExtractor(nn.Module):
         """Features ``[B, feature_dim]`` as float64 on the CPU, ``batch_size`` images per pass (all if None)."""
         return self.features_of_prepared(self.prepare(images, batch_size))
 
-    # Two stages, so that a pipeline (:func:`cgmbench.stats.iter_feature_batches`) can run the CPU-side
+    # Two stages, so that a pipeline (:func:`cgmbench.scoring.reference_stats.iter_feature_batches`) can run the CPU-side
     # preparation of the next batch in a background thread while the network runs on this one. Together
     # they compute exactly what :meth:`forward` computes.
 

@@ -1,7 +1,7 @@
 """``shapes-cnn`` and ``shapes-clip``: metric networks trained by cgmbench on the shapes world.
 
 Inception and CLIP know nothing about 32-pixel renders of coloured squares, so offline FID and
-CLIP score use two small networks trained here and shipped in ``cgmbench/weights/``:
+CLIP score use two small networks trained here and shipped in ``cgmbench/shipped/``:
 
 * **shapes-cnn** (:class:`ShapesCNN`) -- a convolutional classifier of scene attributes. Its
   penultimate layer (256-d, taken before its ReLU so that no feature is constantly zero and the
@@ -24,7 +24,7 @@ then ``(x - 128) / 128`` (``pytorch-fid``: ``2x/255 - 1``). Outputs are float64 
 
 Retrain (deterministic given the seed and thread count; ~4-8 minutes each on one CPU core)::
 
-    python -m cgmbench.extractors.shapes train --which all --out cgmbench/weights
+    python -m cgmbench.extractors.shapes train --which all --out cgmbench/shipped
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from . import shapes as W
+from cgmbench.worlds import shapes as W
 
 JUDGE_VERSION = "shapes-judge/1"
 MIN_AREA_FRACTION = 0.2

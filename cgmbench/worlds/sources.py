@@ -17,12 +17,12 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..conditions import Conditions
-from ..errors import CgmbenchError
-from ..seeding import derive_seed, numpy_rng
-from ..sources import Source
-from . import judge as J
-from . import shapes as W
+from cgmbench.conditions import Conditions
+from cgmbench.errors import CgmbenchError
+from cgmbench.seeding import derive_seed, numpy_rng
+from cgmbench.sources.base import Source
+from cgmbench.worlds import judge as J
+from cgmbench.worlds import shapes as W
 
 #: how many distinct items each split offers when the task spec gives no ``size``
 DEFAULT_SPLIT_SIZE = {"train": 20000, "test": 1000, "heldout": 1000}

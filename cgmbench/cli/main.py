@@ -1,0 +1,234 @@
+"""The ``cgmbench`` command line.
+
+Every user error ends as one line ``cgmbench: error: ...`` on stderr and exit status 2.
+Option names avoid prefixes of torchrun's own options (``--n``, ``--no…``, ``--nproc…``), so
+``torchrun … -m cgmbench run …`` works unchanged; abbreviations are disabled.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+import json
+import sys
+
+from cgmbench import __version__
+from cgmbench.cli.results import COMMANDS as EXTRA_COMMANDS
+from cgmbench.cli.results import register as register_extra_commands
+from cgmbench.cli.metrics import COMMANDS as METRIC_COMMANDS
+from cgmbench.cli.metrics import register as register_metric_commands
+from cgmbench.errors import CgmbenchError
+from cgmbench.run.config import add_run_options, resolve_device, run_config_from_args
+
+DEMO_TASK = "shapes-t2i"
+DEMO_MODELS = ("oracle", "noise")
+DEMO_N = 256
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cgmbench", allow_abbrev=False,
+                                description="Benchmark conditional generative models: sample, score, record.")
+    p.add_argument("--version", action="version", version=f"cgmbench {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    r = sub.add_parser("run", allow_abbrev=False, help="sample a task with a model, score it, write run.json",
+                       description="Sample TASK with MODEL, store the samples in shards, score them and write "
+                                   "OUT/run.json. Without --out runs go to $CGMBENCH_RUNS (default ./cgmbench-runs)"
+                                   "/<task>/<model>-<knobs>-n<N>-s<seed>/.")
+    add_run_options(r)
+    r.add_argument("--out", help="output folder (must be new or empty, unless --resume)")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    r.add_argument("--knob", action="append", metavar="NAME=VALUE", help="set a model knob (repeatable)")
+    r.add_argument("--guidance", help="guidance scale w: pred = uncond + w*(cond - uncond); same as "
+                                      "--knob guidance_scale=W")
+    r.add_argument("--json", action="store_true", help="print the whole run record as JSON")
+
+    ls = sub.add_parser("list", help="list tasks or models")
+    ls.add_argument("what", choices=["tasks", "models"])
+
+    info = sub.add_parser("info", help="describe a task or a model")
+    info.add_argument("name", help="a task or model name")
+
+    w = sub.add_parser("weights", help="list, locate or fetch known weight files")
+    w.add_argument("action", choices=["list", "path", "fetch"])
+    w.add_argument("name", nargs="?", help="a known weights name (cgmbench weights list)")
+
+    tr = sub.add_parser("train", allow_abbrev=False, help="train a model on a task (tiny recipes run on a CPU)",
+                        description="Train MODEL on TASK with a named recipe; writes checkpoints and a loss log "
+                                    "to OUT and resumes from the last checkpoint with --resume.")
+    tr.add_argument("--model", required=True)
+    tr.add_argument("--task", required=True)
+    tr.add_argument("--config", default="tiny", help="training recipe name (default: tiny)")
+    tr.add_argument("--out", required=True, help="folder for checkpoints and logs")
+    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    tr.add_argument("--steps", type=int, help="override the recipe's number of steps")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default="auto")
+
+    demo = sub.add_parser("demo", allow_abbrev=False,
+                          help=f"the offline default benchmark: {', '.join(DEMO_MODELS)} on {DEMO_TASK}",
+                          description=f"Run {', '.join(DEMO_MODELS)} on {DEMO_TASK} (N={DEMO_N}) and print "
+                                      "the result table.")
+    demo.add_argument("--out", default=None, help="folder for the runs (default: $CGMBENCH_RUNS)")
+
+    register_extra_commands(sub)
+    register_metric_commands(sub)
+    return p
+
+
+def cmd_run(args) -> int:
+    from cgmbench.run.runner import run
+    from cgmbench.scoring.harness import summary_value
+
+    cfg = run_config_from_args(args)
+    from cgmbench.run.distributed import rank
+
+    if rank() != 0:
+        cfg = replace(cfg, progress=False)
+    record = run(cfg, log=lambda m: print(m, file=sys.stderr))
+    if rank() != 0:
+        return 0
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    print(f"task {record['task']['name']}  model {record['model']['spec']}  n {record['n']}  seed {record['seed']}")
+    for name, m in record["metrics"].items():
+        v = summary_value(m)
+        ci = (m.get("overall") or m).get("ci95")
+        ci_text = f"  95% CI [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+        print(f"  {name}: {v:.4f}{ci_text}" if v is not None else f"  {name}: {m}")
+    if record.get("metrics_pending"):
+        print(f"  not computed by this version: {', '.join(record['metrics_pending'])}")
+    print(f"samples_sha256 {record['samples_sha256']}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    if args.what == "tasks":
+        from cgmbench.spec.task import list_tasks, load_task
+
+        for name in list_tasks():
+            t = load_task(name)
+            print(f"{name:22s} {t.kind:22s} {t.description}")
+    else:
+        from cgmbench.models.registry import list_models, model_class
+
+        for name in list_models():
+            try:
+                cls = model_class(name)
+            except CgmbenchError as e:
+                print(f"{name:12s} unavailable: {e}")
+                continue
+            print(f"{name:12s} accepts {', '.join(sorted(cls.condition_kinds)):55s} {cls.description}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from cgmbench.models.registry import list_models, model_class
+    from cgmbench.spec.task import list_tasks, load_task
+
+    if args.name in list_tasks() or args.name.endswith(".toml"):
+        print(json.dumps(load_task(args.name).describe(), indent=2))
+        return 0
+    if args.name in list_models():
+        cls = model_class(args.name)
+        print(json.dumps({
+            "name": args.name, "description": cls.description, "condition_kinds": sorted(cls.condition_kinds),
+            "knobs": [k.to_dict() for k in cls.knobs], "checkpoints": cls.variants(),
+            "class": f"{cls.__module__}.{cls.__qualname__}"}, indent=2))
+        return 0
+    raise CgmbenchError(f"{args.name!r} is neither a task nor a model",
+                        "see cgmbench list tasks / cgmbench list models")
+
+
+def cmd_demo(args) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from cgmbench.paths import runs_dir
+    from cgmbench.run.config import RunConfig
+    from cgmbench.run.runner import run
+    from cgmbench.scoring.harness import summary_value
+
+    root = Path(args.out) if args.out else runs_dir() / "demo"
+    rows = []
+    for model in DEMO_MODELS:
+        out = root / f"{DEMO_TASK}-{model}-n{DEMO_N}"
+        rec = run(RunConfig(task=DEMO_TASK, model=model, num_samples=DEMO_N, out=str(out), resume=True),
+                  log=lambda m: None)
+        judge = rec["metrics"]["judge"]
+        row = {"model": model, "n": rec["n"], "judge.overall": summary_value(judge),
+               "ci95": "[{:.3f}, {:.3f}]".format(*judge["overall"]["ci95"])}
+        for attr, v in judge["attributes"].items():
+            row[attr] = v["value"]
+        for name in ("fid", "clip_score"):  # shapes-cnn / shapes-clip features, see docs/metrics.md
+            if name in rec["metrics"]:
+                row[name] = summary_value(rec["metrics"][name])
+        row["sampling_s"] = rec["timings"]["sampling_s"]
+        rows.append(row)
+    table = pd.DataFrame(rows).sort_values("judge.overall", ascending=False)
+    print(f"task {DEMO_TASK}: exact judge scores (higher is better), FID[shapes-cnn] (lower is better), "
+          f"CLIP score[shapes-clip] (higher is better); runs in {root}")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from cgmbench import weights
+
+    if args.action == "list":
+        for name, kf in sorted(weights.known_files().items()):
+            state = "present" if (weights.weights_dir() / kf.filename).is_file() else "missing"
+            print(f"{name:32s} {state:8s} {kf.license:45s} {kf.url or kf.hub_id or ''}")
+        return 0
+    if not args.name:
+        raise CgmbenchError(f"cgmbench weights {args.action} needs a NAME", "see cgmbench weights list")
+    if args.action == "path":
+        print(weights.local_path(args.name))
+        return 0
+    path = weights.fetch(args.name)
+    print(f"{path}  sha256 {weights.sha256_file(path)}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from cgmbench.models.registry import model_class, parse_model_spec
+    from cgmbench.spec.task import load_task
+
+    name, _ = parse_model_spec(args.model)
+    cls = model_class(name)
+    train = getattr(cls, "train", None)
+    if train is None:
+        raise CgmbenchError(f"model {name!r} has no training recipe in cgmbench")
+    task = load_task(args.task)
+    path = train(task, config=args.config, out=args.out, resume=args.resume, steps=args.steps, seed=args.seed,
+                 device=resolve_device(args.device), log=lambda m: print(m, file=sys.stderr))
+    print(path)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "info": cmd_info, "demo": cmd_demo, "weights": cmd_weights,
+            "train": cmd_train}
+COMMANDS.update(EXTRA_COMMANDS)
+COMMANDS.update(METRIC_COMMANDS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CgmbenchError as e:
+        print(f"cgmbench: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `cgmbench info T | head`
+        return 0
+    except KeyboardInterrupt:
+        print("cgmbench: interrupted; the samples so far are kept, continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Finding models: the ``cgmbench.models`` entry-point group.
+
+Our baselines register exactly as a third-party package would, in its ``pyproject.toml``::
+
+    [project.entry-points."cgmbench.models"]
+    mymodel = "mypackage.module:MyGenerator"     # a cgmbench.generator.Generator subclass
+
+``--model NAME`` loads the task's default checkpoint for NAME (the task spec's
+``[checkpoints]``), ``--model NAME:VARIANT`` a named checkpoint, ``--checkpoint PATH`` a file.
+:func:`register_model` adds a model at run time (notebooks, tests).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from cgmbench.errors import CgmbenchError
+from cgmbench.generator import Generator
+
+ENTRY_POINT_GROUP = "cgmbench.models"
+_runtime: dict[str, type[Generator]] = {}
+
+
+def register_model(name: str, cls: type[Generator]) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Generator)):
+        raise TypeError(f"{cls!r} is not a cgmbench.generator.Generator subclass")
+    _runtime[name] = cls
+
+
+def _entry_points() -> dict:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def list_models() -> list[str]:
+    return sorted(set(_entry_points()) | set(_runtime))
+
+
+def model_class(name: str) -> type[Generator]:
+    if name in _runtime:
+        return _runtime[name]
+    eps = _entry_points()
+    if name not in eps:
+        known = ", ".join(list_models()) or "none (is cgmbench installed? run: pip install -e .)"
+        raise CgmbenchError(f"unknown model {name!r}", f"known models: {known}")
+    try:
+        cls = eps[name].load()
+    except Exception as e:  # a broken plugin must not look like a cgmbench bug
+        raise CgmbenchError(f"model {name!r} could not be imported from {eps[name].value}: "
+                            f"{type(e).__name__}: {e}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Generator)):
+        raise CgmbenchError(f"entry point {name!r} ({eps[name].value}) is not a cgmbench Generator subclass")
+    return cls
+
+
+def parse_model_spec(spec: str) -> tuple[str, str | None]:
+    """``"dit"`` -> ("dit", None); ``"dit:xl-2-256"`` -> ("dit", "xl-2-256")."""
+    name, _, variant = spec.partition(":")
+    if not name:
+        raise CgmbenchError(f"empty model name in {spec!r}", "use --model NAME or NAME:CHECKPOINT")
+    return name, (variant or None)
+
+
+def load_model(spec: str, task, checkpoint: str | None = None, device: str = "cpu") -> Generator:
+    """Build model ``spec`` for ``task``, checking that it accepts the task's condition kind."""
+    name, variant = parse_model_spec(spec)
+    cls = model_class(name)
+    if task.condition_kind not in cls.condition_kinds:
+        raise CgmbenchError(
+            f"model {name!r} does not accept {task.condition_kind!r} conditions, which task {task.name!r} "
+            f"({task.kind}) gives", f"{name} accepts: {', '.join(sorted(cls.condition_kinds)) or 'nothing'}")
+    if variant is None and checkpoint is None:
+        variant = task.checkpoints.get(name)
+    model = cls.load(task, variant=variant, checkpoint=checkpoint, device=device)
+    model.name = name
+    if task.condition_kind not in model.condition_kinds:  # a model class may serve several kinds by checkpoint
+        what = model.checkpoint.name if model.checkpoint else spec
+        raise CgmbenchError(f"{name} checkpoint {what} does not accept {task.condition_kind!r} conditions, which "
+                            f"task {task.name!r} gives", f"it accepts: {', '.join(sorted(model.condition_kinds))}")
+    if tuple(model.resolution) != (task.resolution, task.resolution):
+        what = model.checkpoint.name if model.checkpoint else name
+        raise CgmbenchError(f"{name} checkpoint {what} makes {model.resolution[0]}x{model.resolution[1]} images, "
+                            f"task {task.name} needs {task.resolution}x{task.resolution}",
+                            "choose a checkpoint trained for this task")
+    return model

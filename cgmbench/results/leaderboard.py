@@ -1,0 +1,419 @@
+"""Leaderboards: run records -> a ranked pandas DataFrame, with uncertainty and comparability.
+
+Where records come from
+    ``--runs DIR`` (repeatable): every ``*.json`` under DIR holding a ``cgmbench.run/1`` record
+    (``run.json`` of runs and sweeps, accepted submissions). Default: the default runs folder
+    (:func:`cgmbench.paths.runs_dir`) plus :func:`leaderboard_dir` ``(task)``. Records of other
+    tasks are ignored; a record found twice (same ``identity_sha256``) is listed once.
+
+Comparability
+    Two numbers of metric M are comparable only when they were produced under the same task
+    spec (``task.spec_sha256``), the same N, and — for the judge — the same judge ``version``;
+    for feature metrics (FID, CLIP score, …) the same ``protocol``, ``extractor``,
+    ``weights_sha256``, ``reference_stats_sha256`` and ``method``. Rows are split into
+    comparability groups on exactly these fields (:func:`comparability_key`); each group is
+    ranked on its own, and every group after the first says which fields separate it.
+
+Rank bands
+    Within a group rows are sorted best first (direction from :mod:`cgmbench.results.pareto`). The best
+    row opens band 1; each following row joins the current band when its 95% interval overlaps
+    the interval of the band's first row, otherwise it opens the next band. Rows in one band are
+    not distinguishable at 95%. A row without an interval is a point ``[v, v]``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from cgmbench.errors import CgmbenchError
+from cgmbench.results.pareto import direction, metric_base
+from cgmbench.paths import runs_dir
+from cgmbench.run.record import SCHEMA
+
+#: largest JSON file the collector reads (run records are a few KiB)
+MAX_RECORD_BYTES = 4 * 1024 * 1024
+_SKIP_NAMES = {"index.json", "sweep.json"}
+JUDGE_FIELDS = ("version",)
+FEATURE_FIELDS = ("protocol", "extractor", "weights_sha256", "reference_stats_sha256", "method")
+
+
+def leaderboards_root() -> Path:
+    """``$CGMBENCH_LEADERBOARDS`` or ``./leaderboards`` (the repository's folder when run from a checkout)."""
+    return Path(os.environ.get("CGMBENCH_LEADERBOARDS", "leaderboards"))
+
+
+def leaderboard_dir(task: str) -> Path:
+    return leaderboards_root() / task
+
+
+def default_roots(task: str) -> list[Path]:
+    return [runs_dir(), leaderboard_dir(task)]
+
+
+# -- collecting records ---------------------------------------------------------------------------
+
+
+def collect_records(task: str, roots: list[str | Path] | None = None, warn=None) -> list[tuple[Path, dict]]:
+    """``(path, record)`` for every run record of ``task`` under ``roots`` (sorted by path)."""
+    warn = warn or (lambda m: print(f"cgmbench: warning: {m}", file=sys.stderr))
+    roots = [Path(r) for r in (roots or default_roots(task))]
+    found, seen = [], set()
+    for root in roots:
+        if not root.exists():
+            continue
+        files = [root] if root.is_file() else sorted(root.rglob("*.json"))
+        for path in files:
+            if path.name in _SKIP_NAMES or path.name.startswith(".") or path.is_symlink():
+                continue
+            try:
+                if path.stat().st_size > MAX_RECORD_BYTES:
+                    continue
+                rec = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                warn(f"skipping unreadable {path}")
+                continue
+            if not isinstance(rec, dict) or rec.get("schema") != SCHEMA:
+                continue
+            if not isinstance(rec.get("task"), dict) or rec["task"].get("name") != task:
+                continue
+            if not isinstance(rec.get("metrics"), dict):
+                warn(f"skipping {path}: no metrics")
+                continue
+            ident = rec.get("identity_sha256") or str(path.resolve())
+            if ident in seen:
+                continue
+            seen.add(ident)
+            found.append((path, rec))
+    return found
+
+
+# -- metric values and comparability ---------------------------------------------------------------
+
+
+_CATEGORY = re.compile(r"(?P<base>\w+)\[(?P<column>\w+)=(?P<label>[^\]]+)\]")
+
+
+def metric_entry(record: dict, metric: str) -> dict | None:
+    """``{"value", "ci95", "n"}`` of ``metric`` (``judge``, ``fid``, ``judge.color``, or one prompt category's
+    value such as ``clip_score[category=Colors]``) or None."""
+    sel = _CATEGORY.fullmatch(metric)
+    base, _, attr = ("", "", "") if sel else metric.partition(".")
+    m = record.get("metrics", {}).get(sel["base"] if sel else base)
+    if sel and isinstance(m, dict):
+        m = (m.get("by_category") or {}).get(sel["column"], {}).get(sel["label"])
+    if not isinstance(m, dict):
+        return None
+    if attr:
+        a = (m.get("attributes") or {}).get(attr)
+        if not isinstance(a, dict):
+            return None
+        m = a
+    elif isinstance(m.get("overall"), dict):
+        m = m["overall"]
+    v = m.get("value")
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    ci = m.get("ci95")
+    ok_ci = isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(c, (int, float)) for c in ci)
+    return {"value": float(v), "ci95": (float(ci[0]), float(ci[1])) if ok_ci else None, "n": m.get("n")}
+
+
+def comparability_key(record: dict, metric: str) -> dict:
+    """The fields that must be equal for two records' ``metric`` values to be compared."""
+    base = metric_base(metric)
+    m = record.get("metrics", {}).get(base) or {}
+    key = {"task_spec_sha256": (record.get("task") or {}).get("spec_sha256"), "n": record.get("n")}
+    fields = JUDGE_FIELDS if base == "judge" else FEATURE_FIELDS
+    for f in fields:
+        key[f"{base}.{f}"] = m.get(f)
+    return key
+
+
+def explain_difference(a: dict, b: dict) -> str:
+    """``"n (1000 vs 500), fid.protocol ('clean' vs 'tf-exact')"``: the fields where two keys differ."""
+    diffs = [f"{k} ({_short(a.get(k))} vs {_short(b.get(k))})" for k in sorted(set(a) | set(b))
+             if a.get(k) != b.get(k)]
+    return ", ".join(diffs)
+
+
+def _short(v) -> str:
+    if isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v):
+        return repr(v[:12] + "…")
+    return repr(v)
+
+
+def knob_text(knobs: dict) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(knobs.items()))
+
+
+def rank_bands(values, cis, dir_: str) -> list[int]:
+    """Band of each row, rows given best first (see module docstring)."""
+    bands, band, leader = [], 0, None
+    for v, ci in zip(values, cis):
+        lo, hi = ci if ci is not None else (v, v)
+        if leader is None or not (lo <= leader[1] and hi >= leader[0]):
+            band += 1
+            leader = (lo, hi)
+        bands.append(band)
+    return bands
+
+
+@dataclass
+class Leaderboard:
+    """The ranked table (``df``) and a note per comparability group explaining the split."""
+
+    task: str
+    metric: str
+    df: pd.DataFrame
+    group_notes: dict[int, str]
+    excluded: list[str]
+
+
+def build(task: str, metric: str | None = None, roots=None, warn=None, records=None) -> Leaderboard:
+    """Rank the runs of ``task`` on ``metric`` (default: ``judge`` if recorded, else the task's first)."""
+    records = records if records is not None else collect_records(task, roots, warn)
+    if not records:
+        where = ", ".join(str(r) for r in (roots or default_roots(task)))
+        raise CgmbenchError(f"no run records of task {task!r} found in {where}",
+                            "run cgmbench run/sweep first, or point --runs at a folder of runs")
+    if metric is None:
+        metric = _default_metric(task, [r for _, r in records])
+    dir_ = direction(metric)
+    rows, excluded, keys = [], [], []
+    for path, rec in records:
+        entry = metric_entry(rec, metric)
+        if entry is None:
+            excluded.append(f"{path}: no {metric} value")
+            continue
+        key = comparability_key(rec, metric)
+        if key not in keys:
+            keys.append(key)
+        model = rec.get("model") or {}
+        ci = entry["ci95"]
+        rows.append({
+            "group": keys.index(key) + 1, "model": str(model.get("spec") or model.get("name")),
+            "knobs": knob_text(model.get("knobs") or {}), metric: entry["value"],
+            "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
+            "n": rec.get("n"), "seed": rec.get("seed"),
+            "checkpoint_sha256": ((model.get("checkpoint") or {}).get("sha256") or "")[:12],
+            "submitted": "submission" in rec, "identity_sha256": rec.get("identity_sha256", ""),
+            "path": str(path),
+        })
+    if not rows:
+        raise CgmbenchError(f"no run of task {task!r} has metric {metric!r}",
+                            f"available: {', '.join(_available(r for _, r in records)) or 'none'}")
+    # largest group first, then in order of first appearance
+    sizes = pd.Series([r["group"] for r in rows]).value_counts()
+    order = sorted(sizes.index, key=lambda g: (-sizes[g], g))
+    renumber = {g: i + 1 for i, g in enumerate(order)}
+    keys = [keys[g - 1] for g in order]
+    for r in rows:
+        r["group"] = renumber[r["group"]]
+    df = pd.DataFrame(rows)
+    parts = []
+    for g, part in df.groupby("group", sort=True):
+        part = part.sort_values([metric, "model", "knobs"], ascending=[dir_ == "min", True, True], kind="stable")
+        cis = [None if pd.isna(lo) else (lo, hi) for lo, hi in zip(part["ci_low"], part["ci_high"])]
+        part = part.assign(band=rank_bands(part[metric].tolist(), cis, dir_))
+        parts.append(part)
+    df = pd.concat(parts, ignore_index=True)
+    df = df[["group", "band", "model", "knobs", metric, "ci_low", "ci_high", "n", "seed", "checkpoint_sha256",
+             "submitted", "identity_sha256", "path"]]
+    notes = {1: "comparable: " + _key_text(keys[0])}
+    for g in range(2, len(keys) + 1):
+        notes[g] = (f"not ranked with group 1: differs in {explain_difference(keys[0], keys[g - 1])}")
+    return Leaderboard(task, metric, df, notes, excluded)
+
+
+def _key_text(key: dict) -> str:
+    return ", ".join(f"{k}={_short(v)}" for k, v in sorted(key.items()))
+
+
+def _available(records) -> list[str]:
+    names = set()
+    for r in records:
+        names.update(k for k, v in (r.get("metrics") or {}).items() if isinstance(v, dict))
+    return sorted(names)
+
+
+def _default_metric(task: str, records: list[dict]) -> str:
+    avail = _available(records)
+    if "judge" in avail:
+        return "judge"
+    try:
+        from cgmbench.spec.task import load_task
+
+        for name in load_task(task).metrics.get("compute", []):
+            if name in avail:
+                return name
+    except CgmbenchError:
+        pass
+    if not avail:
+        raise CgmbenchError(f"the runs of task {task!r} hold no metrics")
+    return avail[0]
+
+
+# -- rendering ------------------------------------------------------------------------------------
+
+DISPLAY_COLUMNS = ("band", "model", "knobs", "interval", "n", "seed")
+
+
+def _display(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    out = df.copy()
+    out["interval"] = [f"[{lo:.4f}, {hi:.4f}]" if not pd.isna(lo) else "-"
+                       for lo, hi in zip(df["ci_low"], df["ci_high"])]
+    out[metric] = [f"{v:.4f}" for v in df[metric]]
+    return out[["band", "model", "knobs", metric, "interval", "n", "seed"]]
+
+
+def render_table(lb: Leaderboard) -> str:
+    lines = [f"task {lb.task}: {lb.metric} ({'lower' if direction(lb.metric) == 'min' else 'higher'} is better); "
+             "rows in one band have overlapping 95% intervals"]
+    for g, part in lb.df.groupby("group", sort=True):
+        lines.append("")
+        lines.append(f"group {g}: {lb.group_notes[g]}")
+        lines.append(_display(part, lb.metric).to_string(index=False))
+    for e in lb.excluded:
+        lines.append(f"(excluded {e})")
+    return "\n".join(lines)
+
+
+def render_csv(lb: Leaderboard) -> str:
+    return lb.df.to_csv(index=False, lineterminator="\n")
+
+
+def _md_cell(v) -> str:
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(lb: Leaderboard) -> str:
+    lines = [f"## {lb.task}: {lb.metric}", ""]
+    for g, part in lb.df.groupby("group", sort=True):
+        d = _display(part, lb.metric)
+        lines += [f"**Group {g}** — {_md_cell(lb.group_notes[g])}", "",
+                  "| " + " | ".join(d.columns) + " |", "|" + "---|" * len(d.columns)]
+        lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in d.itertuples(index=False)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+_SORT_JS = """
+function cgmSort(table, col, numeric, descending) {
+  var body = table.tBodies[0];
+  var rows = Array.prototype.slice.call(body.rows);
+  rows.sort(function (a, b) {
+    var x = a.cells[col].getAttribute('data-v'), y = b.cells[col].getAttribute('data-v');
+    var r = numeric ? (parseFloat(x) - parseFloat(y)) : (x < y ? -1 : x > y ? 1 : 0);
+    return descending ? -r : r;
+  });
+  rows.forEach(function (row) { body.appendChild(row); });
+  table.setAttribute('data-sorted', col + (descending ? ':desc' : ':asc'));
+}
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.querySelectorAll('th').forEach(function (th, col) {
+    th.addEventListener('click', function () {
+      var desc = table.getAttribute('data-sorted') === col + ':asc';
+      cgmSort(table, col, th.getAttribute('data-numeric') === '1', desc);
+    });
+  });
+});
+(function () {  /* #sort=COL or #sort=COL:desc sorts every table on load (links, tests) */
+  var m = /sort=(\\d+)(:desc)?/.exec(location.hash);
+  if (m) document.querySelectorAll('table.sortable').forEach(function (t) {
+    var th = t.querySelectorAll('th')[+m[1]];
+    if (th) cgmSort(t, +m[1], th.getAttribute('data-numeric') === '1', !!m[2]);
+  });
+})();
+"""
+
+
+def render_html(lb: Leaderboard, figure_png: bytes | None = None, caption: str = "") -> str:
+    """A self-contained static page: one sortable table per comparability group, the Pareto figure."""
+    import base64
+    from datetime import datetime, timezone
+
+    e = html.escape
+    cols = [("band", True), ("model", False), ("knobs", False), (lb.metric, True), ("ci_low", True),
+            ("ci_high", True), ("n", True), ("seed", True), ("identity_sha256", False)]
+    parts = [
+        "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+        f"<title>cgmbench leaderboard: {e(lb.task)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;"
+        "margin:1em 0}th,td{border:1px solid #bbb;padding:.3em .6em;text-align:left}th{cursor:pointer;"
+        "background:#eee}td.num{text-align:right;font-variant-numeric:tabular-nums}.note{color:#555}"
+        "figure img{max-width:100%}</style></head><body>",
+        f"<h1>{e(lb.task)}: {e(lb.metric)}</h1>",
+        f"<p class='note'>{'Lower' if direction(lb.metric) == 'min' else 'Higher'} is better. Rows in one band "
+        "have overlapping 95% intervals. Click a column header to sort. Generated "
+        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by cgmbench.</p>",
+    ]
+    for g, part in lb.df.groupby("group", sort=True):
+        parts.append(f"<h2>Group {g}</h2><p class='note' id='group-{g}-note'>{e(lb.group_notes[g])}</p>")
+        parts.append(f"<table class='sortable' id='group-{g}'><thead><tr>")
+        parts += [f"<th data-numeric='{int(num)}'>{e(c)}</th>" for c, num in cols]
+        parts.append("</tr></thead><tbody>")
+        for _, row in part.iterrows():
+            parts.append("<tr>")
+            for c, num in cols:
+                v = row[c]
+                if num:
+                    v = "" if pd.isna(v) else v
+                    shown = f"{v:.4f}" if isinstance(v, float) else str(v)
+                    parts.append(f"<td class='num' data-v='{e(str(v))}'>{e(shown)}</td>")
+                else:
+                    v = str(v)[:12] if c == "identity_sha256" else str(v)
+                    parts.append(f"<td data-v='{e(v)}'>{e(v)}</td>")
+            parts.append("</tr>")
+        parts.append("</tbody></table>")
+    if figure_png:
+        data = base64.b64encode(figure_png).decode("ascii")
+        parts.append(f"<figure><img alt='Pareto figure' src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{e(caption)}</figcaption></figure>")
+    parts.append(f"<script>{_SORT_JS}</script></body></html>")
+    return "\n".join(parts)
+
+
+
+
+def category_table(task: str, column: str, metric: str = "clip_score", roots=None, warn=None,
+                   records=None) -> pd.DataFrame:
+    """Per-category results: one row per run (model, knobs), one column per category label of ``column``
+    (e.g. DrawBench's ``category``), cells ``value [low, high]``. Rows are the runs of the leaderboard's
+    first comparability group on ``metric``, in its order; categories in the prompt file's order."""
+    records = records if records is not None else collect_records(task, roots, warn)
+    lb = build(task, metric, records=records)
+    first = lb.df[lb.df["group"] == 1]
+    by_path = {str(p): r for p, r in records}
+    rows, labels = [], []
+    for _, row in first.iterrows():
+        rec = by_path.get(row["path"]) or {}
+        groups = ((rec.get("metrics", {}).get(metric) or {}).get("by_category") or {}).get(column)
+        if not groups:
+            continue
+        cells = {"model": row["model"], "knobs": row["knobs"], "overall": f"{row[metric]:.2f}"}
+        for label, e in groups.items():
+            if label not in labels:
+                labels.append(label)
+            ci = e.get("ci95") or [float("nan")] * 2
+            cells[label] = f"{e['value']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+        rows.append(cells)
+    if not rows:
+        raise CgmbenchError(f"no run of task {task!r} records {metric} by {column!r}",
+                            "per-category results come from tasks whose [conditions] name `categories`")
+    return pd.DataFrame(rows, columns=["model", "knobs", "overall", *labels]).fillna("-")
+
+
+def dataframe_markdown(df: pd.DataFrame) -> str:
+    """A pipe table of ``df`` (pandas' ``to_markdown`` needs the optional ``tabulate``)."""
+    lines = ["| " + " | ".join(_md_cell(c) for c in df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,166 @@
+"""The steps of a run, shared by the one-process and the torchrun paths: prepare (task, model, knobs, output
+folder), open the sample store, the one batch loop, and finish (score, write the record).
+
+The flow is one way: task spec -> conditions -> generator -> samples -> metrics -> ``run.json``.
+
+Resuming: the sample index is saved after every batch; ``--resume`` generates only the missing
+indices (sample ``i`` depends only on ``(seed, task, i)``), so a run killed at any point ends with
+exactly the samples and record of an uninterrupted run. An output folder that holds another run
+is never touched; a complete record is only rewritten by ``--resume`` of the same run.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cgmbench.errors import CgmbenchError
+from cgmbench.run.config import RunConfig
+from cgmbench.paths import runs_dir
+from cgmbench.run.record import SCHEMA, environment, finalize, write_record
+from cgmbench.models.registry import load_model
+from cgmbench.run.samples import FORMAT as SAMPLES_FORMAT
+from cgmbench.run.samples import SampleStore
+from cgmbench.scoring.harness import compute_metrics
+from cgmbench.seeding import sample_seeds
+from cgmbench.sources.base import open_source
+from cgmbench.spec.task import load_task
+
+
+def default_out(task: str, model: str, knobs: dict, n: int, seed: int) -> Path:
+    knob_part = "-".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in sorted(knobs.items()))
+    slug = re.sub(r"[^A-Za-z0-9._=-]+", "_", "-".join(p for p in (model, knob_part, f"n{n}", f"s{seed}") if p))
+    return runs_dir() / task / slug
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Prepared:
+    """A run's resolved configuration: the task, the loaded model, knobs and where it writes."""
+
+    task: object
+    model: object
+    n: int
+    knobs: dict
+    checkpoint: dict | None
+    sample_shape: tuple
+    config: dict  # what identifies the run in samples/index.json
+    out: Path
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Load and validate the task, model and knobs of ``cfg`` (no file is written)."""
+    task = load_task(cfg.task)
+    n = cfg.num_samples if cfg.num_samples is not None else task.num_samples
+    if n < 1:
+        raise CgmbenchError(f"--num-samples must be >= 1, got {n}")
+    if cfg.batch_size < 1:
+        raise CgmbenchError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    model = load_model(cfg.model, task, checkpoint=cfg.checkpoint, device=cfg.device)
+    model.set_precision(cfg.precision)
+    knobs = model.resolve_knobs(cfg.knobs)
+    ckpt = model.checkpoint.to_dict() if model.checkpoint else None
+    sample_shape = task.sample_shape()
+    config = {
+        "task": task.name, "task_spec_sha256": task.sha256, "model": cfg.model,
+        "checkpoint_sha256": ckpt.get("sha256") if ckpt else None, "knobs": knobs, "n": n, "seed": cfg.seed,
+        "sample_shape": list(sample_shape),
+    }
+    if cfg.precision != "fp32":  # fp32 runs keep the index identity they always had
+        config["precision"] = cfg.precision
+    out = Path(cfg.out) if cfg.out else default_out(task.name, cfg.model, knobs, n, cfg.seed)
+    return Prepared(task, model, n, knobs, ckpt, sample_shape, config, out)
+
+
+def finish(p: Prepared, cfg: RunConfig, store: SampleStore, timings: dict, t0: float) -> dict:
+    """Score the complete sample store and write ``OUT/run.json``.
+
+    ``timings`` (sampling figures of this session) gets ``metrics_s``, ``finished_at`` and ``total_s``
+    (seconds since ``t0``)."""
+    source = open_source(p.task, "conditions")
+    t_metrics = time.perf_counter()
+    metrics, pending = compute_metrics(p.task, source, store, p.n, model=p.model)
+    timings["metrics_s"] = round(time.perf_counter() - t_metrics, 3)
+    timings["finished_at"] = utc_now()
+    timings["total_s"] = round(time.perf_counter() - t0, 3)
+    record = {
+        "schema": SCHEMA,
+        "task": {"name": p.task.name, "kind": p.task.kind, "spec_sha256": p.task.sha256},
+        "model": {"name": p.model.name, "spec": cfg.model, "checkpoint": p.checkpoint, "knobs": p.knobs,
+                  "reference_model": bool(p.model.reference), "precision": p.model.precision},
+        "n": p.n,
+        "seed": cfg.seed,
+        "samples": {"dir": "samples", "format": SAMPLES_FORMAT, "sample_shape": list(p.sample_shape),
+                    "seeding": "sample i uses cgmbench.seeding.sample_seed(seed, task, i)"},
+        "samples_sha256": store.digest(p.n),
+        "metrics": metrics,
+        "metrics_pending": pending,
+        "environment": environment(cfg.device),
+        "timings": timings,
+    }
+    finalize(record)
+    write_record(p.out / "run.json", record)
+    return record
+
+
+def open_store(out: Path, config: dict, resume: bool, sample_shape) -> SampleStore:
+    root = out / "samples"
+    if (out / "run.json").is_file() or SampleStore.exists(root):
+        if not resume:
+            state = "a complete run" if (out / "run.json").is_file() else "an interrupted run"
+            raise CgmbenchError(f"output folder {out} already holds {state}",
+                                "continue it with --resume, or choose another --out")
+        if not SampleStore.exists(root):
+            raise CgmbenchError(f"output folder {out} has a run.json but no samples/index.json",
+                                "choose another --out")
+        store = SampleStore.open(root)
+        if store.config != config:
+            diff = sorted(k for k in set(config) | set(store.config) if config.get(k) != store.config.get(k))
+            raise CgmbenchError(f"output folder {out} holds a different run (differs in: {', '.join(diff)})",
+                                "--resume continues only the same task, model, knobs, N and seed; "
+                                "choose another --out")
+        return store
+    if out.exists() and any(out.iterdir()):
+        raise CgmbenchError(f"output folder {out} is not empty and holds no cgmbench run",
+                            "choose an empty or new --out")
+    return SampleStore.create(root, config, sample_shape)
+
+
+def sample_into(model, task, source, store, missing, cfg, knobs, sample_shape, n):
+    from tqdm import tqdm
+
+    # contiguous runs of missing indices, cut into batches
+    batches, run_start = [], missing[0]
+    prev = run_start
+    for i in missing[1:] + [None]:
+        if i is None or i != prev + 1:
+            for s in range(run_start, prev + 1, cfg.batch_size):
+                batches.append((s, min(s + cfg.batch_size, prev + 1)))
+            run_start = i
+        prev = i if i is not None else prev
+    bar = tqdm(total=n, initial=n - len(missing), desc=f"{task.name}/{cfg.model}", unit="sample",
+               disable=not cfg.progress or not sys.stderr.isatty(), file=sys.stderr)
+    with torch.inference_mode():
+        for start, stop in batches:
+            indices = list(range(start, stop))
+            conditions = source.conditions(indices)
+            seeds = sample_seeds(cfg.seed, task.name, indices)
+            samples = model.generate(conditions, seeds, **knobs)
+            if not isinstance(samples, torch.Tensor):
+                raise CgmbenchError(f"model {model.name!r} returned {type(samples).__name__}, not a torch.Tensor")
+            if samples.dtype != torch.uint8 or tuple(samples.shape) != (len(indices), *sample_shape):
+                raise CgmbenchError(f"model {model.name!r} returned {samples.dtype} {tuple(samples.shape)}; "
+                                    f"task {task.name} needs uint8 {(len(indices), *sample_shape)}")
+            store.write_shard(start, np.ascontiguousarray(samples.cpu().numpy()))
+            bar.update(len(indices))
+    bar.close()

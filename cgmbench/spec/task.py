@@ -1,0 +1,218 @@
+"""Task specifications: what to generate, from which conditions, scored against what.
+
+A task is data: one TOML file in ``tasks/`` (shipped in the wheel as ``cgmbench/tasks``), or any
+``.toml`` path given to ``--task``, or one in a folder listed in ``$CGMBENCH_TASKS``
+(``os.pathsep``-separated). Schema (every key is checked; unknown keys are errors)::
+
+    name = "shapes-t2i"                 # lower-case, digits and '-'; must equal the file stem
+    kind = "text-to-image"              # see cgmbench.conditions.TASK_KINDS
+    description = "..."
+    resolution = 32                     # output side in pixels (square)
+    frames = 8                          # video tasks only
+    num_samples = 1000                  # default N
+
+    [conditions]                        # where condition i comes from
+    source = "shapes"                   # a registered source (cgmbench.sources.base.SOURCES)
+    ...                                 # source parameters
+
+    [reference]                         # the real images the metrics compare against
+    source = "shapes"
+
+    [metrics]
+    compute = ["judge"]                 # metric names, computed into run.json
+    protocol = "clean"                  # feature protocol preset (for FID & co.)
+    extractor = "shapes-cnn"            # feature extractor name
+
+    [sweep]                             # default knob sweep
+    guidance_scale = [1.0, 1.5, 2.0]
+
+    [checkpoints]                       # default checkpoint variant per baseline for this task
+    dit = "shapes-cc-tiny"
+
+    [data]                              # provenance of the data: required
+    license = "..."
+    attribution = "..."
+    obtain = "how to obtain the data offline"
+
+    [targets]                           # optional: published numbers to reproduce
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from cgmbench.conditions import TASK_KINDS
+from cgmbench.errors import CgmbenchError
+
+KNOWN_METRICS = ("judge", "fid", "kid", "is", "clip_score", "cmmd", "precision_recall", "lpips", "psnr", "ssim",
+                 "fcn_score", "cycle_error", "fvd")
+_TOP_KEYS = {"name", "kind", "description", "resolution", "frames", "num_samples", "conditions", "reference",
+             "metrics", "sweep", "checkpoints", "data", "targets"}
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    kind: str
+    description: str
+    resolution: int
+    num_samples: int
+    conditions: dict
+    reference: dict
+    metrics: dict
+    data: dict
+    frames: int | None = None
+    sweep: dict = field(default_factory=dict)
+    checkpoints: dict = field(default_factory=dict)
+    targets: dict = field(default_factory=dict)
+    path: str | None = None
+    sha256: str = ""
+
+    @property
+    def condition_kind(self) -> str:
+        return TASK_KINDS[self.kind]
+
+    @property
+    def is_video(self) -> bool:
+        return self.kind == "text-to-video"
+
+    def sample_shape(self) -> tuple[int, ...]:
+        hw = (3, self.resolution, self.resolution)
+        return (self.frames, *hw) if self.is_video else hw
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name, "kind": self.kind, "condition_kind": self.condition_kind,
+            "description": self.description, "resolution": self.resolution, "frames": self.frames,
+            "num_samples": self.num_samples, "conditions": self.conditions, "reference": self.reference,
+            "metrics": self.metrics, "sweep": self.sweep, "checkpoints": self.checkpoints, "data": self.data,
+            "targets": self.targets, "spec_file": self.path, "spec_sha256": self.sha256,
+        }
+
+
+def builtin_task_dir() -> Path:
+    """The shipped task folder: ``cgmbench/tasks`` in a wheel, ``tasks/`` in a source checkout."""
+    package = Path(__file__).resolve().parent.parent  # cgmbench/
+    packaged = package / "tasks"
+    if any(packaged.glob("*.toml")):
+        return packaged
+    return package.parent / "tasks"
+
+
+def task_dirs() -> list[Path]:
+    dirs = [builtin_task_dir()]
+    for extra in os.environ.get("CGMBENCH_TASKS", "").split(os.pathsep):
+        if extra:
+            dirs.append(Path(extra))
+    return dirs
+
+
+def list_tasks() -> list[str]:
+    names = set()
+    for d in task_dirs():
+        names.update(p.stem for p in d.glob("*.toml"))
+    return sorted(names)
+
+
+def load_task(name_or_path: str) -> TaskSpec:
+    """Load and validate a task by name or by ``.toml`` path."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml"):
+        if not path.is_file():
+            raise CgmbenchError(f"task file {name_or_path} does not exist")
+        return parse_task_file(path)
+    for d in task_dirs():
+        candidate = d / f"{name_or_path}.toml"
+        if candidate.is_file():
+            return parse_task_file(candidate)
+    known = ", ".join(list_tasks())
+    raise CgmbenchError(f"unknown task {name_or_path!r}", f"known tasks: {known} (or give a path to a .toml spec)")
+
+
+def parse_task_file(path: Path) -> TaskSpec:
+    raw = path.read_bytes()
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise CgmbenchError(f"task spec {path} is not valid TOML: {e}") from None
+    spec = validate_task_dict(data, where=str(path))
+    if spec.name != path.stem:
+        raise CgmbenchError(f"task spec {path}: name {spec.name!r} differs from the file name {path.stem!r}",
+                            "rename the file or the task")
+    return TaskSpec(**{**spec.__dict__, "path": str(path), "sha256": hashlib.sha256(raw).hexdigest()})
+
+
+def _need(data: dict, key: str, kind: type | tuple, where: str) -> Any:
+    if key not in data:
+        raise CgmbenchError(f"task spec {where}: missing required key {key!r}")
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise CgmbenchError(f"task spec {where}: {key!r} must be {names}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def validate_task_dict(data: dict, where: str = "<dict>") -> TaskSpec:
+    """Check a parsed spec against the schema (module docstring); one clear error per problem."""
+    from cgmbench.sources.base import SOURCES  # late import: sources import this module
+
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise CgmbenchError(f"task spec {where}: unknown key(s) {unknown}", f"allowed: {sorted(_TOP_KEYS)}")
+    name = _need(data, "name", str, where)
+    if not _NAME_RE.match(name):
+        raise CgmbenchError(f"task spec {where}: name {name!r} must be lower-case letters, digits and '-'")
+    kind = _need(data, "kind", str, where)
+    if kind not in TASK_KINDS:
+        raise CgmbenchError(f"task spec {where}: unknown kind {kind!r}", f"kinds: {sorted(TASK_KINDS)}")
+    resolution = _need(data, "resolution", int, where)
+    if not 8 <= resolution <= 4096:
+        raise CgmbenchError(f"task spec {where}: resolution {resolution} outside 8..4096")
+    num_samples = _need(data, "num_samples", int, where)
+    if num_samples < 1:
+        raise CgmbenchError(f"task spec {where}: num_samples must be >= 1")
+    frames = data.get("frames")
+    if kind == "text-to-video":
+        frames = _need(data, "frames", int, where)
+        if not 2 <= frames <= 256:
+            raise CgmbenchError(f"task spec {where}: frames {frames} outside 2..256")
+    elif frames is not None:
+        raise CgmbenchError(f"task spec {where}: 'frames' is only for text-to-video tasks")
+    for section in ("conditions", "reference"):
+        sec = _need(data, section, dict, where)
+        src = _need(sec, "source", str, f"{where} [{section}]")
+        if src not in SOURCES:
+            raise CgmbenchError(f"task spec {where} [{section}]: unknown source {src!r}",
+                                f"sources: {sorted(SOURCES)}")
+    metrics = _need(data, "metrics", dict, where)
+    compute = _need(metrics, "compute", list, f"{where} [metrics]")
+    bad = [m for m in compute if m not in KNOWN_METRICS]
+    if bad:
+        raise CgmbenchError(f"task spec {where} [metrics]: unknown metric(s) {bad}", f"known: {list(KNOWN_METRICS)}")
+    sweep = data.get("sweep", {})
+    if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
+        raise CgmbenchError(f"task spec {where} [sweep]: each knob must map to a non-empty list of values")
+    checkpoints = data.get("checkpoints", {})
+    if not isinstance(checkpoints, dict) or not all(isinstance(v, str) for v in checkpoints.values()):
+        raise CgmbenchError(f"task spec {where} [checkpoints]: must map model names to checkpoint names")
+    dat = _need(data, "data", dict, where)
+    for key in ("license", "attribution", "obtain"):
+        _need(dat, key, str, f"{where} [data]")
+    return TaskSpec(
+        name=name, kind=kind, description=str(data.get("description", "")), resolution=resolution,
+        num_samples=num_samples, conditions=dict(data["conditions"]), reference=dict(data["reference"]),
+        metrics=dict(metrics), data=dict(dat), frames=frames, sweep=dict(sweep), checkpoints=dict(checkpoints),
+        targets=dict(data.get("targets", {})),
+    )
