@@ -5,6 +5,7 @@ and of the char-CNN-RNN embedding pickles.
 """
 
 from baselines.stackgan.checkpoints import (
+    build_for,
     load_char_cnn_rnn_embeddings,
     load_stage1_generator,
     load_stage2_generator,
@@ -39,6 +40,7 @@ __all__ = [
     "coco_stage2_config",
     "conv3x3",
     "upBlock",
+    "build_for",
     "load_char_cnn_rnn_embeddings",
     "load_stage1_generator",
     "load_stage2_generator",

@@ -16,12 +16,13 @@ Every mismatch is one :class:`cgmbench.errors.CgmbenchError` naming the file and
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
 import re
 from collections import OrderedDict
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from cgmbench.errors import CgmbenchError
 __all__ = [
     "read_state_dict",
     "load_strict",
+    "build_for",
     "stage1_config_from_state_dict",
     "stage2_config_from_state_dict",
     "load_stage1_generator",
@@ -92,11 +94,23 @@ def _fillable(net: nn.Module) -> set[str]:
     }
 
 
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def build_for(state_dict: Mapping[str, torch.Tensor], factory: Callable[[], _M]) -> _M:
+    """``factory()``, on the meta device when the state dict holds meta tensors (a manifest check
+    of a large released model then allocates nothing)."""
+    meta = any(v.is_meta for v in state_dict.values())
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        return factory()
+
+
 def load_strict(net: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> nn.Module:
     """``net.load_state_dict(state_dict, strict=True)`` with one clear error instead of torch's list.
 
     The first missing, unexpected or mis-shaped key is named with the file. Only BatchNorm
-    ``num_batches_tracked`` may be absent (2017/2018 files). Returns ``net`` in eval mode.
+    ``num_batches_tracked`` may be absent (2017/2018 files). Meta tensors are assigned (``net``
+    must then be on the meta device, see :func:`build_for`). Returns ``net`` in eval mode.
     """
     expected = net.state_dict()
     fillable = _fillable(net)
@@ -121,7 +135,8 @@ def load_strict(net: nn.Module, state_dict: Mapping[str, torch.Tensor], source: 
             f"the model expects {tuple(expected[k].shape)} ({len(shapes)} mis-shaped in all)",
             "the configuration read from the file disagrees with the one asked for",
         )
-    net.load_state_dict(OrderedDict(state_dict.items()), strict=True)
+    meta = any(v.is_meta for v in state_dict.values())
+    net.load_state_dict(OrderedDict(state_dict.items()), strict=True, assign=meta)
     return net.eval()
 
 
@@ -194,8 +209,8 @@ def load_stage2_generator(path_or_sd, *, r_num: int | None = None, gf_dim: int |
                                 "load it with load_stage1_generator")
     cfg = stage2_config_from_state_dict(sd, source)
     _check_expected(cfg, dict(r_num=r_num, gf_dim=gf_dim, text_dim=text_dim), source)
-    stage1 = STAGE1_G(z_dim=cfg["z_dim"], gf_dim=cfg["gf_dim"], condition_dim=cfg["condition_dim"], text_dim=cfg["text_dim"])
-    return load_strict(STAGE2_G(stage1, **cfg), sd, source)
+    s1 = dict(z_dim=cfg["z_dim"], gf_dim=cfg["gf_dim"], condition_dim=cfg["condition_dim"], text_dim=cfg["text_dim"])
+    return load_strict(build_for(sd, lambda: STAGE2_G(STAGE1_G(**s1), **cfg)), sd, source)
 
 
 def load_stage1_generator(path_or_sd, *, from_stage2: bool = False) -> STAGE1_G:
@@ -209,7 +224,8 @@ def load_stage1_generator(path_or_sd, *, from_stage2: bool = False) -> STAGE1_G:
     elif any(k.startswith(_STAGE1_PREFIX) for k in sd):
         raise CgmbenchError(f"{source} is a Stage-II generator (keys under '{_STAGE1_PREFIX}')",
                             "pass from_stage2=True or use load_stage2_generator")
-    return load_strict(STAGE1_G(**stage1_config_from_state_dict(sd, source)), sd, source)
+    cfg = stage1_config_from_state_dict(sd, source)
+    return load_strict(build_for(sd, lambda: STAGE1_G(**cfg)), sd, source)
 
 
 # --------------------------------------------------------------------------------------
@@ -224,6 +240,13 @@ def _reconstruct_ndarray(subtype, shape, dtype):
     return np.ndarray.__new__(np.ndarray, shape, dtype)
 
 
+def _latin1_bytes(text, encoding="latin1"):
+    """``_codecs.encode`` as Python 3 protocol-2 pickles use it for bytes; only the latin-1 codec."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("refusing _codecs.encode with other arguments than (str, 'latin1')")
+    return text.encode("latin1")
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     """Rebuilds lists, tuples, dicts, strings, numbers and plain numpy arrays; refuses every other global."""
 
@@ -232,6 +255,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"): _reconstruct_ndarray,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_bytes,
     }
 
     def find_class(self, module: str, name: str):
