@@ -166,7 +166,7 @@ def test_checkpoint_that_needs_arbitrary_objects_is_refused_unexecuted(tmp_path)
     marker = tmp_path / "executed"
     path = tmp_path / "netG.pth"
     with open(path, "wb") as f:
-        pickle.dump({"ca_net.fc.weight": _Evil(marker)}, f)
+        pickle.dump({"ca_net.fc.weight": _Evil(marker)}, f, protocol=2)
     with pytest.raises(CgmbenchError, match="weights_only"):
         load_stage2_generator(path)
     assert not marker.exists()
