@@ -47,3 +47,23 @@ def test_codebook_usage_and_perplexity():
     assert skewed["perplexity"] == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 4\)"):
         codebook_usage(torch.tensor([4]), 4)
+
+
+def test_network_modules_are_leaves():
+    """tokenizer.py and models.py import only torch and the standard library (no project imports, no cycles)."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    import baselines.parti as family
+
+    for name in ("tokenizer.py", "models.py"):
+        tree = ast.parse((Path(family.__file__).parent / name).read_text())
+        roots = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{name} has a relative import"
+                roots.add(node.module.split(".")[0])
+        assert roots - {"torch", "__future__"} <= set(sys.stdlib_module_names), (name, roots)
