@@ -160,3 +160,13 @@ def argparse_like():
     ns = _Namespace()
     ns.model = "Latte-XL/2"
     return ns
+
+
+def test_models_module_is_a_leaf():
+    import ast
+    import baselines.latte.models as models_module
+
+    tree = ast.parse(open(models_module.__file__).read())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= {"__future__", "math", "torch"}, imported
