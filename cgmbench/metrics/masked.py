@@ -202,12 +202,10 @@ def _lpips_values(lpips: LpipsFn | None, x: torch.Tensor, y: torch.Tensor, need_
     with torch.no_grad():
         out = lpips((2 * x - 1).float(), (2 * y - 1).float())
     out = (out.detach().cpu() if isinstance(out, torch.Tensor) else torch.as_tensor(np.asarray(out))).double()
+    if out.numel() == n and (h, w) != (1, 1):  # one distance per pair, e.g. lpips.LPIPS's [N, 1, 1, 1]
+        out = out.reshape(n)
     if out.ndim == 4 and out.shape[1] == 1:
         out = out[:, 0]
-    if out.ndim == 2 and out.shape == (n, 1):
-        out = out[:, 0]
-    if out.ndim == 4 and out.shape[1:] == (1, 1, 1):
-        out = out.reshape(n)
     if tuple(out.shape) == (n, h, w):
         return out
     if tuple(out.shape) == (n,) and not need_map:
