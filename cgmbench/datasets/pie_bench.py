@@ -273,7 +273,8 @@ def _config_type(name: str, path: Path) -> int:
         if name == config:
             return t
     raise CgmbenchError(f"{path}: its folder {name!r} is not a PIE-Bench++ config, so its edit type is unknown",
-                        f"keep the Hugging Face layout <config>/V1-*.parquet, config one of {list(EDIT_TYPES.values())}")
+                        f"keep the Hugging Face layout <config>/V1-*.parquet with <config> one of "
+                        f"{list(EDIT_TYPES.values())}")
 
 
 def _text(value: Any, where: str, field: str) -> str:

@@ -66,7 +66,8 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 #: ``lpips(x, y)`` with ``x``, ``y`` float32 ``[N, 3, H, W]`` in ``[-1, 1]`` returns either one distance per pair
 #: ``[N]`` or a distance map at image resolution ``[N, 1, H, W]`` / ``[N, H, W]`` (``lpips.LPIPS(spatial=True)``).
-#: ``masked_mean`` needs the map; ``pie_compat`` takes either (a map is averaged over the frame).
+#: ``masked_mean`` needs the map; ``pie_compat`` takes either (a map is averaged over the frame). PIE-Bench's
+#: numbers use torchmetrics ``LearnedPerceptualImagePatchSimilarity(net_type='squeeze')``.
 LpipsFn = Callable[[torch.Tensor, torch.Tensor], Any]
 
 
