@@ -1,4 +1,4 @@
-"""The one error type users see.
+"""The error types users see.
 
 Anything a user can get wrong (unknown task, malformed spec, knob out of range, missing
 weights or data, corrupt image, an output folder holding another run) raises
@@ -20,3 +20,13 @@ class CgmbenchError(Exception):
     def __str__(self) -> str:  # one line, always
         text = f"{self.message}; {self.hint}" if self.hint else self.message
         return " ".join(text.split())
+
+
+class IntegrityError(CgmbenchError):
+    """A stored file does not verify: a sample shard, reference statistics or a weights file is corrupt,
+    truncated, or not the content its digest names. Never turned into a "not computed" metric: the run stops."""
+
+
+class NotComputable(CgmbenchError):
+    """A metric cannot be computed for this run (no weights, no true targets, an undefined case): recorded in
+    ``metrics_pending`` with this message, never as a number."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cgmbench.atomic import atomic_write_json
-from cgmbench.errors import CgmbenchError
+from cgmbench.errors import CgmbenchError, IntegrityError
 from cgmbench.paths import weights_dir
 
 
@@ -121,10 +121,10 @@ def verify(kf: KnownFile, path: Path) -> str:
     digest = sha256_file(path)
     want = expected_sha256(kf)
     if want and digest != want:
-        raise CgmbenchError(f"weights file {path} has sha256 {digest}, expected {want} for {kf.name!r}",
+        raise IntegrityError(f"weights file {path} has sha256 {digest}, expected {want} for {kf.name!r}",
                             f"delete it and fetch it again from {_where(kf)}")
     if not want and kf.sha256_prefix and not digest.startswith(kf.sha256_prefix):
-        raise CgmbenchError(f"weights file {path} has sha256 {digest}, which does not start with "
+        raise IntegrityError(f"weights file {path} has sha256 {digest}, which does not start with "
                             f"{kf.sha256_prefix} as {kf.name!r} requires", f"fetch it again from {_where(kf)}")
     return digest
 

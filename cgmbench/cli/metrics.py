@@ -218,11 +218,11 @@ def task_stats(task_name: str, extractor: str | None = None, protocol: str | Non
     from cgmbench.spec.task import load_task
 
     task = load_task(task_name)
-    protocol = protocol or str(task.metrics.get("protocol", "clean"))
-    compute = task.metrics.get("compute", [])
+    protocol = protocol or task.metric_settings.protocol
+    compute = list(task.metric_settings.compute)
     wanted = []
     if extractor or any(m in FEATURE_METRICS for m in compute):
-        wanted.append((extractor or str(task.metrics.get("extractor", "inception-v3")), extractor_weights))
+        wanted.append((extractor or task.metric_settings.extractor, extractor_weights))
     if not extractor and "cmmd" in compute:
         wanted.append((default_clip_extractor(task), None))
     if not wanted:

@@ -58,5 +58,3 @@ register_extractor("shapes-clip", ShapesCLIPExtractor)
 for _name, _factory in CLIP_FACTORIES.items():
     register_extractor(_name, _factory)
 
-#: extractors that embed text too (``encode_text``): usable for the CLIP score
-TEXT_EXTRACTORS = ("shapes-clip", *CLIP_FACTORIES)

@@ -251,7 +251,7 @@ def _default_metric(task: str, records: list[dict]) -> str:
     try:
         from cgmbench.spec.task import load_task
 
-        for name in load_task(task).metrics.get("compute", []):
+        for name in load_task(task).metric_settings.compute:
             if name in avail:
                 return name
     except CgmbenchError:
@@ -263,7 +263,6 @@ def _default_metric(task: str, records: list[dict]) -> str:
 
 # -- rendering ------------------------------------------------------------------------------------
 
-DISPLAY_COLUMNS = ("band", "model", "knobs", "interval", "n", "seed")
 
 
 def _display(df: pd.DataFrame, metric: str) -> pd.DataFrame:

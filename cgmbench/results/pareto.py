@@ -39,31 +39,10 @@ from typing import Sequence
 
 import numpy as np
 
+from cgmbench.catalog import direction, metric_base  # noqa: F401  (re-exported: the catalog owns them)
 from cgmbench.errors import CgmbenchError
 
-#: direction of every metric name the suite records ("min": lower is better)
-DIRECTIONS: dict[str, str] = {
-    "fid": "min", "kid": "min", "cmmd": "min", "lpips": "min", "fvd": "min", "cycle_error": "min",
-    "clip_score": "max", "judge": "max", "is": "max", "precision": "max", "recall": "max",
-    "precision_recall": "max", "psnr": "max", "ssim": "max", "fcn_score": "max",
-}
 _Z95 = 1.959963984540054
-
-
-def metric_base(metric: str) -> str:
-    """The recorded metric a name refers to: ``judge`` of ``judge.color``, ``clip_score`` of
-    ``clip_score[category=Colors]``."""
-    return re.split(r"[.\[]", metric, maxsplit=1)[0]
-
-
-def direction(metric: str) -> str:
-    """``"min"`` or ``"max"`` for a metric name (``"judge.color"`` and ``"clip_score[category=Colors]"`` use the
-    direction of ``judge`` / ``clip_score``)."""
-    base = metric_base(metric)
-    if base not in DIRECTIONS:
-        raise CgmbenchError(f"no known direction for metric {metric!r}",
-                            f"known metrics: {', '.join(sorted(DIRECTIONS))}")
-    return DIRECTIONS[base]
 
 
 def _check_dir(d: str) -> float:

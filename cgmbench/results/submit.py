@@ -21,7 +21,7 @@ Everything submitted is treated as hostile:
   :func:`cgmbench.images.read_image` with a pixel limit of exactly the task's image size (the
   decompression-bomb guard). The samples must hash to the record's ``samples_sha256``; they are
   then re-scored with :func:`cgmbench.scoring.harness.compute_metrics` and every re-computed metric must
-  agree with the claim within :data:`TOLERANCE` (``|claimed - rescored| <= abs + rel * |rescored|``).
+  agree with the claim within the metric's tolerance in the catalog (:mod:`cgmbench.catalog`; ``|claimed - rescored| <= abs + rel * |rescored|``).
 * An accepted submission is written with :func:`cgmbench.atomic.atomic_create_json` into
   ``leaderboards/<task>/<model>-<sha256 of the record>.json``: concurrent submissions of
   different results all land; the same result twice is refused as already present. A rejected
@@ -46,15 +46,15 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from cgmbench import __version__
+from cgmbench.catalog import tolerance as catalog_tolerance
 from cgmbench.errors import CgmbenchError
-from cgmbench.run.record import SCHEMA, VOLATILE_FIELDS
+from cgmbench.run.record import SCHEMA, identity_digest
 
 MAX_JSON_BYTES = 1024 * 1024
 MAX_ARCHIVE_BYTES = 1024 * 1024 * 1024
 MAX_MEMBERS = 20000
 MAX_DEPTH = 32
 #: ``(absolute, relative)`` tolerance of a re-scored metric against its claim
-TOLERANCE = {"judge": (1e-6, 0.0), "default": (1e-6, 1e-3)}
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".bin", ".joblib", ".npz", ".sav")
 FEATURE_PROVENANCE = ("protocol", "extractor", "weights_sha256", "reference_stats_sha256", "n")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -169,7 +169,9 @@ def _check_interval(entry: dict, path: str, value: float) -> None:
 
 def validate_schema(rec: dict) -> None:
     """Field-by-field check of a submitted run record (raises :class:`SubmissionRejected`)."""
-    from cgmbench.spec.task import KNOWN_METRICS
+    from cgmbench.catalog import known_metrics
+
+    KNOWN_METRICS = known_metrics()
 
     unknown = sorted(set(rec) - _TOP)
     if unknown:
@@ -242,9 +244,6 @@ def validate_schema(rec: dict) -> None:
             _get(sub, k, "$.submission", "string")
 
 
-def identity_of(rec: dict) -> str:
-    stable = {k: v for k, v in rec.items() if k not in VOLATILE_FIELDS and k != "submission"}
-    return hashlib.sha256(json.dumps(stable, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def expected_extractor_sha256(extractor: str) -> str | None:
@@ -262,7 +261,7 @@ def check_provenance(rec: dict):
     from cgmbench.spec.task import load_task
     from cgmbench.worlds.judge import JUDGE_VERSION
 
-    if identity_of(rec) != rec["identity_sha256"]:
+    if identity_digest(rec) != rec["identity_sha256"]:
         raise SubmissionRejected("$.identity_sha256 does not match the record's content (edited after the run?)")
     try:
         task = load_task(rec["task"]["name"])
@@ -300,7 +299,7 @@ def check_provenance(rec: dict):
         elif mname in CLIP_METRICS:  # clip_score / cmmd: the task's CLIP extractor, its own preprocessing
             wanted = {"extractor": default_clip_extractor(task)}
         else:
-            wanted = {f: task.metrics.get(f) for f in ("protocol", "extractor")}
+            wanted = {"protocol": task.metric_settings.protocol, "extractor": task.metric_settings.extractor}
         for f, want in wanted.items():
             if want is not None and entry[f] != want:
                 raise SubmissionRejected(f"{path}.{f}: {entry[f]!r}, but task {task.name} uses {want!r}")
@@ -546,7 +545,7 @@ def load_samples(root: Path, task, rec: dict, workdir: Path):
 def _tolerance(metric: str, tolerance: float | None):
     if tolerance is not None:
         return tolerance, 0.0
-    return TOLERANCE.get(metric, TOLERANCE["default"])
+    return catalog_tolerance(metric)
 
 
 def rescore(rec: dict, task, store, tolerance: float | None = None) -> dict:

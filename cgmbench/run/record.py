@@ -64,7 +64,9 @@ def environment(device: str = "cpu") -> dict:
 
 
 def identity_digest(record: dict) -> str:
-    stable = {k: v for k, v in record.items() if k not in VOLATILE_FIELDS}
+    """SHA-256 of everything that identifies a run: the record without its volatile fields (environment,
+    timings, the identity itself) and without a submission's ``submission`` block (who sent it)."""
+    stable = {k: v for k, v in record.items() if k not in VOLATILE_FIELDS and k != "submission"}
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode("utf-8")).hexdigest()
 
 

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from cgmbench.atomic import atomic_write_bytes, atomic_write_json
-from cgmbench.errors import CgmbenchError
+from cgmbench.errors import CgmbenchError, IntegrityError
 
 FORMAT = "cgmbench.run.samples/1"
 
@@ -94,7 +94,7 @@ class SampleStore:
         path = self.root / shard["file"]
         data = path.read_bytes() if path.is_file() else b""
         if hashlib.sha256(data).hexdigest() != shard["sha256"]:
-            raise CgmbenchError(f"sample shard {path} is missing or corrupt (checksum mismatch)",
+            raise IntegrityError(f"sample shard {path} is missing or corrupt (checksum mismatch)",
                                 "delete the run folder and run again")
         arr = np.load(io.BytesIO(data), allow_pickle=False)
         if arr.dtype != np.uint8 or tuple(arr.shape) != (shard["stop"] - shard["start"], *self.sample_shape):

@@ -66,21 +66,15 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from cgmbench.errors import CgmbenchError
+from cgmbench.catalog import SampleInputs, in_group, metric_spec
+from cgmbench.errors import CgmbenchError, IntegrityError
 from cgmbench.run.samples import SampleStore
 from cgmbench.sources.base import Source
 from cgmbench.worlds.judge import aggregate
 
-#: metrics the harness computes (besides the judge)
-HARNESS_METRICS: tuple[str, ...] = ("fid", "kid", "is", "precision_recall", "clip_score", "cmmd", "psnr", "ssim",
-                                    "fcn_score", "lpips", "cycle_error")
-FEATURE_METRICS = ("fid", "kid", "is", "precision_recall")
-CLIP_METRICS = ("clip_score", "cmmd")
-PIXEL_METRICS = ("psnr", "ssim")
+#: the metric groups of the catalog (:mod:`cgmbench.catalog`) that need feature extractors
+FEATURE_METRICS = tuple(in_group("features"))
 PAIRED_KINDS = ("paired-translation", "editing", "inpainting")
-PENDING_REASONS = {
-    "fvd": "FVD needs an I3D video feature extractor, which this version does not ship",
-}
 #: fixed batch of the cycle reconstruction and of LPIPS (results do not depend on the run's batch size)
 CYCLE_BATCH = 64
 LPIPS_BATCH = 64
@@ -101,17 +95,11 @@ class HarnessOptions:
     log: Callable[[str], None] = field(default=lambda m: print(m, file=sys.stderr))
 
 
-def score_judge(source: Source, store: SampleStore, n: int) -> dict:
-    per_sample = []
-    for start, arr in store.iter_batches(n):
-        per_sample.extend(source.judge(arr, list(range(start, start + len(arr)))))
-    return aggregate(per_sample)
-
-
 def default_clip_extractor(task) -> str:
-    main = str(task.metrics.get("extractor", ""))
-    if "clip_extractor" in task.metrics:
-        return str(task.metrics["clip_extractor"])
+    settings = task.metric_settings
+    main = settings.extractor if settings.extractor_given else ""
+    if settings.clip_extractor:
+        return settings.clip_extractor
     if main in ("shapes-clip",) or main.startswith("clip-"):
         return main
     return "shapes-clip" if main.startswith("shapes-") else "clip-vit-l-14"
@@ -537,8 +525,9 @@ def compute_metrics(task, source: Source, store: SampleStore, n: int, options: H
     from cgmbench.scoring.reference_stats import reference_stats
 
     opts = options or HarnessOptions()
-    names = list(task.metrics.get("compute", []))
-    protocol = str(task.metrics.get("protocol", "clean"))
+    settings = task.metric_settings
+    names = list(settings.compute)
+    protocol = settings.protocol
     metrics: dict[str, dict] = {}
     pending: dict[str, str] = {}
     kind = task.kind
@@ -565,9 +554,9 @@ def compute_metrics(task, source: Source, store: SampleStore, n: int, options: H
                 pending["fcn_score"] = "the FCN-score needs the FCN-8s Cityscapes segmenter, not in this version"
 
     # -- main extractor: fid, kid, is, precision_recall (one pass) -----------------------------
-    wanted = [m for m in names if m in FEATURE_METRICS]
+    wanted = in_group("features", names)
     if wanted:
-        name = str(task.metrics.get("extractor", "inception-v3"))
+        name = settings.extractor
         try:
             extractor = load_extractor(name, protocol, opts.extractor_weights, opts.device)
             sample = extract_samples(extractor, store, n, opts.batch_size, want_logits="is" in wanted)
@@ -575,9 +564,9 @@ def compute_metrics(task, source: Source, store: SampleStore, n: int, options: H
             if any(m != "is" for m in wanted):
                 ref = reference_stats(task, extractor, protocol, batch_size=opts.batch_size,
                                       max_images=opts.max_reference, log=opts.log)
+        except IntegrityError:
+            raise
         except CgmbenchError as error:
-            if "corrupt" in str(error) or "content sha256" in str(error):
-                raise
             for m in wanted:
                 pending[m] = str(error)
         else:
@@ -606,7 +595,7 @@ def compute_metrics(task, source: Source, store: SampleStore, n: int, options: H
                     metrics[m]["reference_stats_sha256"] = None
 
     # -- CLIP extractor: clip_score, cmmd (one pass each) --------------------------------------
-    wanted = [m for m in names if m in CLIP_METRICS]
+    wanted = in_group("clip", names)
     if wanted:
         name = default_clip_extractor(task)
         try:
@@ -628,9 +617,9 @@ def compute_metrics(task, source: Source, store: SampleStore, n: int, options: H
                                               max_images=opts.max_reference, log=opts.log)
                         sample = extract_samples(clip, store, n, opts.batch_size)
                         entry, method = cmmd_entry(sample, ref, opts.seed), "RBF MMD, sigma 10, x1000, unit embeddings"
+                except IntegrityError:
+                    raise
                 except (ValueError, CgmbenchError) as error:
-                    if isinstance(error, CgmbenchError) and "content sha256" in str(error):
-                        raise
                     pending[m] = str(_as_user_error(error))
                     continue
                 metrics[m] = {**entry, **provenance(clip, clip_protocol, ref, method)}
@@ -638,7 +627,7 @@ def compute_metrics(task, source: Source, store: SampleStore, n: int, options: H
                     metrics[m]["reference_stats_sha256"] = entry["prompts_sha256"]
 
     # -- pixel metrics against true targets ------------------------------------------------------
-    wanted = [m for m in names if m in PIXEL_METRICS]
+    wanted = in_group("pixel", names)
     if wanted:
         if kind in PAIRED_KINDS:
             try:
@@ -655,9 +644,9 @@ def compute_metrics(task, source: Source, store: SampleStore, n: int, options: H
         if kind in PAIRED_KINDS:
             try:
                 metrics["lpips"] = lpips_entry(task, store, n, opts.device, opts.seed)
+            except IntegrityError:  # a corrupt file is an error, not pending
+                raise
             except CgmbenchError as error:
-                if "sha256" in str(error) and "expected" in str(error):  # a corrupt file is an error, not pending
-                    raise
                 pending["lpips"] = f"LPIPS weights unavailable: {error}"
         else:
             pending["lpips"] = f"lpips needs a true target per sample; a {kind} task has none"
@@ -675,16 +664,25 @@ def compute_metrics(task, source: Source, store: SampleStore, n: int, options: H
             except CgmbenchError as error:
                 pending["cycle_error"] = str(error)
 
+    # -- metrics computed from the samples alone: the catalog holds their functions ---------------
+    for m in in_group("samples", names):
+        spec = metric_spec(m)
+        if spec.kinds and kind not in spec.kinds:
+            pending[m] = f"{m} is defined for {', '.join(sorted(spec.kinds))} tasks, not {kind}"
+            continue
+        try:
+            metrics[m] = spec.compute(SampleInputs(task, source, store, n, seed=opts.seed, model=model))
+        except IntegrityError:
+            raise
+        except CgmbenchError as error:
+            pending[m] = str(error)
+
     for name in names:
         if name not in metrics and name not in pending:
-            pending[name] = PENDING_REASONS.get(name, f"{name} is not computed for a {kind} task by this version")
+            pending[name] = (metric_spec(name).pending
+                             or f"{name} is not computed for a {kind} task by this version")
     ordered = {m: metrics[m] for m in names if m in metrics}
     return ordered, [f"{m}: {pending[m]}" for m in names if m in pending]
-
-
-def pending_names(pending: list[str]) -> list[str]:
-    """Metric names of ``metrics_pending`` entries (``"name: reason"`` or a bare name)."""
-    return [p.split(":", 1)[0] for p in pending]
 
 
 def summary_value(metric: dict) -> float | None:

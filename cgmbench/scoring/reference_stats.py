@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from cgmbench.atomic import atomic_write_bytes, atomic_write_json
-from cgmbench.errors import CgmbenchError
+from cgmbench.errors import CgmbenchError, IntegrityError
 from cgmbench.paths import expand, home
 
 FORMAT = "cgmbench.scoring.reference_stats/1"
@@ -152,7 +152,7 @@ def load_stats(key: str, folder: Path | None = None) -> ReferenceStats | None:
         raise CgmbenchError(f"reference statistics {meta_path} do not describe key {key}", redo)
     digest = _content_sha256(mu, sigma, features)
     if digest != meta.get("content_sha256"):
-        raise CgmbenchError(f"reference statistics {path} have content sha256 {digest}, but {meta_path.name} "
+        raise IntegrityError(f"reference statistics {path} have content sha256 {digest}, but {meta_path.name} "
                             f"records {meta.get('content_sha256')} (corrupt or edited file)", redo)
     return ReferenceStats(key, mu, sigma, int(meta["n"]), features, meta, path)
 

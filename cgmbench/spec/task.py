@@ -53,13 +53,40 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from cgmbench.conditions import TASK_KINDS
+from cgmbench.catalog import known_metrics
 from cgmbench.errors import CgmbenchError
 
-KNOWN_METRICS = ("judge", "fid", "kid", "is", "clip_score", "cmmd", "precision_recall", "lpips", "psnr", "ssim",
-                 "fcn_score", "cycle_error", "fvd")
 _TOP_KEYS = {"name", "kind", "description", "resolution", "frames", "num_samples", "conditions", "reference",
              "metrics", "sweep", "checkpoints", "data", "targets"}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+#: the keys a task's ``[metrics]`` table may hold (anything else is a typo and an error)
+METRIC_KEYS = ("compute", "protocol", "extractor", "clip_extractor")
+
+
+@dataclass(frozen=True)
+class MetricSettings:
+    """A task's ``[metrics]`` table, typed, with its defaults in this one place.
+
+    ``compute``: metric names (from :mod:`cgmbench.catalog`); ``protocol``: the image-preparation protocol of
+    the feature extractors (``clean`` default); ``extractor``: the main feature extractor (FID/KID/IS/PR;
+    ``inception-v3`` default); ``clip_extractor``: the image-text extractor of CLIP score / CMMD (default:
+    chosen from ``extractor``, see :func:`cgmbench.scoring.harness.default_clip_extractor`)."""
+
+    compute: tuple[str, ...]
+    protocol: str = "clean"
+    extractor: str = "inception-v3"
+    clip_extractor: str | None = None
+    #: whether the task named its extractor (the CLIP default depends on it)
+    extractor_given: bool = False
+
+    @classmethod
+    def from_table(cls, table: dict) -> "MetricSettings":
+        return cls(compute=tuple(table.get("compute", ())), protocol=str(table.get("protocol", "clean")),
+                   extractor=str(table.get("extractor", "inception-v3")),
+                   clip_extractor=str(table["clip_extractor"]) if table.get("clip_extractor") else None,
+                   extractor_given="extractor" in table)
 
 
 @dataclass(frozen=True)
@@ -79,6 +106,11 @@ class TaskSpec:
     targets: dict = field(default_factory=dict)
     path: str | None = None
     sha256: str = ""
+
+    @property
+    def metric_settings(self) -> MetricSettings:
+        """The ``[metrics]`` table, typed (:class:`MetricSettings`)."""
+        return MetricSettings.from_table(self.metrics)
 
     @property
     def condition_kind(self) -> str:
@@ -198,9 +230,17 @@ def validate_task_dict(data: dict, where: str = "<dict>") -> TaskSpec:
                                 f"sources: {sorted(SOURCES)}")
     metrics = _need(data, "metrics", dict, where)
     compute = _need(metrics, "compute", list, f"{where} [metrics]")
-    bad = [m for m in compute if m not in KNOWN_METRICS]
+    unknown_keys = sorted(set(metrics) - set(METRIC_KEYS))
+    if unknown_keys:
+        raise CgmbenchError(f"task spec {where} [metrics]: unknown key(s) {unknown_keys}",
+                            f"[metrics] holds: {', '.join(METRIC_KEYS)}")
+    for key in ("protocol", "extractor", "clip_extractor"):
+        if key in metrics and not isinstance(metrics[key], str):
+            raise CgmbenchError(f"task spec {where} [metrics]: {key} must be a string")
+    known = known_metrics()
+    bad = [m for m in compute if m not in known]
     if bad:
-        raise CgmbenchError(f"task spec {where} [metrics]: unknown metric(s) {bad}", f"known: {list(KNOWN_METRICS)}")
+        raise CgmbenchError(f"task spec {where} [metrics]: unknown metric(s) {bad}", f"known: {list(known)}")
     sweep = data.get("sweep", {})
     if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
         raise CgmbenchError(f"task spec {where} [sweep]: each knob must map to a non-empty list of values")

@@ -52,9 +52,6 @@ def class_index(shape: str, color: str) -> int:
     return SHAPES.index(shape) * len(COLORS) + COLORS.index(color)
 
 
-def class_name(label: int) -> str:
-    shape, color = class_attributes(label)
-    return f"{color} {shape}"
 
 
 def class_attributes(label: int) -> tuple[str, str]:
@@ -358,8 +355,4 @@ def random_edit(rng: np.random.Generator, resolution: int) -> tuple[Scene, dict,
     return source, spec, target
 
 
-def scene_from_dict(d: dict) -> Scene:
-    objs = tuple(ShapeObject(o["shape"], o["color"], o["size"], o["x"], o["y"], o.get("vx", 0.0), o.get("vy", 0.0))
-                 for o in d["objects"])
-    return Scene(objs, int(d["resolution"]), frames=int(d.get("frames", 1)))
 

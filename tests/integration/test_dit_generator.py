@@ -24,6 +24,8 @@ from cgmbench.seeding import torch_generator
 from cgmbench.sources.base import open_source
 from cgmbench.spec.task import load_task
 
+pytestmark = [pytest.mark.slow]
+
 TINY = dict(input_size=32, patch_size=8, in_channels=3, hidden_size=32, depth=1, num_heads=2, mlp_ratio=2.0,
             class_dropout_prob=0.1, num_classes=18, learn_sigma=True)
 
@@ -178,7 +180,7 @@ def test_official_variant_path_loads_a_plain_state_dict(tmp_path, monkeypatch, _
                 folder / "sd-vae-ft-ema.safetensors")
 
     task_file = tmp_path / "tiny-imagenet.toml"
-    text = (Path(__file__).resolve().parent.parent / "tasks" / "imagenet256-cc.toml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "tasks" / "imagenet256-cc.toml").read_text()
     task_file.write_text(text.replace('name = "imagenet256-cc"', 'name = "tiny-imagenet"')
                          .replace("resolution = 256", "resolution = 16"))
     task = load_task(str(task_file))

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_inception import hub_cache_with, random_fid_inception_state_dict, smooth_images
+from inception_helpers import hub_cache_with, random_fid_inception_state_dict, smooth_images
 
 from cgmbench.cli import metrics as cli_metrics
 from cgmbench.errors import CgmbenchError
@@ -37,6 +37,8 @@ from cgmbench.scoring.reference_stats import (
     stats_dir,
 )
 from cgmbench.spec.task import validate_task_dict
+
+pytestmark = [pytest.mark.slow]
 
 N_IMAGES = 8
 

@@ -23,7 +23,7 @@ from cgmbench.scoring.harness import compute_metrics, cycle_error_entry
 from cgmbench.sources.base import open_source
 from cgmbench.spec.task import load_task
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TINY_ARCH = {"netG": "resnet", "n_blocks": 1, "ngf": 4, "norm": "instance", "use_dropout": False}
 
 

@@ -30,6 +30,8 @@ from cgmbench.seeding import torch_generator
 from cgmbench.spec.task import load_task
 from cgmbench.worlds import shapes as W
 
+pytestmark = [pytest.mark.slow]
+
 PROMPTS = ["a small red circle", "two blue squares", "a green triangle to the left of a cyan circle"]
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from test_inception import random_fid_inception_state_dict, smooth_images
+from inception_helpers import random_fid_inception_state_dict, smooth_images
 
 from cgmbench.errors import CgmbenchError
 from cgmbench.extractors import get_extractor

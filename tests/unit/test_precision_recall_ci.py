@@ -214,7 +214,7 @@ def test_memory_benchmark_methods_agree_and_only_the_peer_grows_with_n():
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     import bench_memory as bench
 
     held = {}

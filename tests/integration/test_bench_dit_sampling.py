@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import bench_dit_sampling as bench  # noqa: E402
+
+pytestmark = [pytest.mark.slow]
 
 
 @pytest.mark.parametrize("w", [1.0, 4.0])

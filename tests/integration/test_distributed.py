@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import shutil
@@ -13,6 +15,8 @@ from cgmbench.run.distributed import RANK_INDEX, batches, merge_rank_indices, ra
 from cgmbench.run.config import RunConfig
 from cgmbench.run.runner import run
 from cgmbench.run.samples import SampleStore
+
+pytestmark = [pytest.mark.slow, pytest.mark.torchrun]
 
 TASK = "shapes-t2i"
 

@@ -30,7 +30,9 @@ from cgmbench.errors import CgmbenchError
 from cgmbench.generator import to_uint8
 from cgmbench.spec.task import load_task, validate_task_dict
 
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
 TASK_DIR = REPO / "tasks"
 NEW_SOURCES = {
     "pix2pix-ab": "cgmbench.sources.translation:PairedABSource",

@@ -1,0 +1,182 @@
+"""The metric catalog: one declaration per metric, from which everything else is derived.
+
+A :class:`MetricSpec` states a metric's name, its direction (``"min"``: lower is better), the harness pass that
+computes it (``group``), what it needs, the tolerance a re-scoring must meet (:mod:`cgmbench.results.submit`),
+and, for metrics computed from the samples alone (``group = "samples"``), the function itself. The task
+validator's known names, the leaderboard's and Pareto analysis' directions, the harness's groups and the
+submission tolerances all read this table; nothing else lists metrics.
+
+Adding a metric = one module with its function + one :func:`register_metric` call (+ its test)::
+
+    register_metric(MetricSpec("mean_brightness", "max", "samples", "mean pixel value / 255",
+                               compute=my_module.mean_brightness_entry))
+
+``compute(inputs)`` receives :class:`SampleInputs` and returns the metric's record entry: at least ``value``
+(a finite float), ``ci95`` (``[lo, hi]`` or None) and ``n``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from cgmbench.errors import CgmbenchError
+
+#: the harness passes; metrics of one group share one pass over the samples (one extractor, one reference)
+GROUPS = ("judge", "features", "clip", "pixel", "lpips", "model", "video", "samples")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: see the module docstring."""
+
+    name: str
+    direction: str
+    group: str
+    description: str
+    #: re-scoring tolerance ``(abs, rel)``: ``|claimed - rescored| <= abs + rel * |rescored|``
+    tolerance: tuple[float, float] = (1e-6, 1e-3)
+    #: task kinds it is defined for (empty: every kind)
+    kinds: frozenset[str] = frozenset()
+    #: names recorded inside the entry that have their own direction (``precision_recall`` -> precision, recall)
+    parts: tuple[str, ...] = ()
+    #: for ``group = "samples"``: ``compute(SampleInputs) -> entry``
+    compute: Callable[["SampleInputs"], dict] | None = None
+    #: why this version cannot compute it (recorded in ``metrics_pending``), or None
+    pending: str | None = None
+
+    def __post_init__(self):
+        if self.direction not in ("min", "max"):
+            raise ValueError(f"metric {self.name}: direction must be 'min' or 'max', got {self.direction!r}")
+        if self.group not in GROUPS:
+            raise ValueError(f"metric {self.name}: group must be one of {GROUPS}, got {self.group!r}")
+        if self.group == "samples" and self.compute is None:
+            raise ValueError(f"metric {self.name}: a 'samples' metric needs its compute function")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
+            raise ValueError(f"metric name {self.name!r}: lower-case letters, digits and '_'")
+
+
+@dataclass
+class SampleInputs:
+    """What a ``samples`` metric may read: the task, its condition source, the sample store and the run."""
+
+    task: Any
+    source: Any
+    store: Any
+    n: int
+    seed: int = 0
+    model: Any = None
+    extra: dict = field(default_factory=dict)
+
+
+_CATALOG: dict[str, MetricSpec] = {}
+#: entry-point group of third-party metric modules; importing one registers its metrics
+ENTRY_POINT_GROUP = "cgmbench.metrics"
+_plugins_loaded = False
+
+
+def _load_plugins() -> None:
+    """Import the modules named by the ``cgmbench.metrics`` entry points (once; a broken one is an error)."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as e:  # a broken plugin must not look like a cgmbench bug
+            raise CgmbenchError(f"metric plugin {ep.name!r} ({ep.value}) could not be imported: "
+                                f"{type(e).__name__}: {e}") from None
+
+
+def register_metric(spec: MetricSpec, replace: bool = False) -> MetricSpec:
+    """Add ``spec`` to the catalog (``replace=True`` to redefine a name, e.g. in a test)."""
+    if not isinstance(spec, MetricSpec):
+        raise TypeError(f"{spec!r} is not a MetricSpec")
+    if spec.name in _CATALOG and not replace:
+        raise ValueError(f"metric {spec.name!r} is already in the catalog")
+    _CATALOG[spec.name] = spec
+    return spec
+
+
+def unregister_metric(name: str) -> None:
+    _CATALOG.pop(name, None)
+
+
+def known_metrics() -> tuple[str, ...]:
+    _load_plugins()
+    return tuple(_CATALOG)
+
+
+def metric_spec(name: str) -> MetricSpec:
+    _load_plugins()
+    if name not in _CATALOG:
+        raise CgmbenchError(f"unknown metric {name!r}", f"known: {', '.join(_CATALOG)}")
+    return _CATALOG[name]
+
+
+def in_group(group: str, names=None) -> list[str]:
+    """The metrics of ``group`` among ``names`` (default: the whole catalog), in the order given."""
+    _load_plugins()
+    names = list(_CATALOG) if names is None else list(names)
+    return [m for m in names if m in _CATALOG and _CATALOG[m].group == group]
+
+
+def metric_base(metric: str) -> str:
+    """The recorded metric a name refers to: ``judge`` of ``judge.color``, ``clip_score`` of
+    ``clip_score[category=Colors]``."""
+    return re.split(r"[.\[]", metric, maxsplit=1)[0]
+
+
+def directions() -> dict[str, str]:
+    """Every recorded name (metrics and their parts) -> ``"min"``/``"max"``."""
+    _load_plugins()
+    out = {}
+    for spec in _CATALOG.values():
+        out[spec.name] = spec.direction
+        for part in spec.parts:
+            out[part] = spec.direction
+    return out
+
+
+def direction(metric: str) -> str:
+    """``"min"`` or ``"max"`` for a metric name (``"judge.color"`` and ``"clip_score[category=Colors]"`` use the
+    direction of ``judge`` / ``clip_score``)."""
+    table = directions()
+    base = metric_base(metric)
+    if base not in table:
+        raise CgmbenchError(f"no known direction for metric {metric!r}", f"known metrics: {', '.join(sorted(table))}")
+    return table[base]
+
+
+def tolerance(metric: str) -> tuple[float, float]:
+    return metric_spec(metric).tolerance
+
+
+# ---------------------------------------------------------------------------------------------- the suite's
+
+_PAIRED = frozenset({"paired-translation", "editing", "inpainting"})
+for _spec in (
+    MetricSpec("judge", "max", "judge", "exact shapes-world judge: fraction of conditions met (per attribute too)",
+               tolerance=(1e-6, 0.0)),
+    MetricSpec("fcn_score", "max", "judge", "per-pixel accuracy of the judge's colour classes against the true "
+               "label map (the FCN-score analogue of the shapes world)", kinds=frozenset({"paired-translation"})),
+    MetricSpec("fid", "min", "features", "Fréchet distance of feature moments (float64, symmetric eigen method)"),
+    MetricSpec("kid", "min", "features", "kernel inception distance: unbiased polynomial MMD^2 over subsets"),
+    MetricSpec("is", "max", "features", "Inception Score (torch-fidelity splits)"),
+    MetricSpec("precision_recall", "max", "features", "k-NN manifold precision and recall (k = 3)",
+               parts=("precision", "recall")),
+    MetricSpec("clip_score", "max", "clip", "100 * max(cos(image, prompt), 0), averaged"),
+    MetricSpec("cmmd", "min", "clip", "RBF MMD of CLIP image embeddings (sigma 10, x1000)"),
+    MetricSpec("psnr", "max", "pixel", "PSNR against the true target per sample", kinds=_PAIRED),
+    MetricSpec("ssim", "max", "pixel", "SSIM against the true target per sample", kinds=_PAIRED),
+    MetricSpec("lpips", "min", "lpips", "LPIPS v0.1 (AlexNet) against the true target per sample", kinds=_PAIRED),
+    MetricSpec("cycle_error", "min", "model", "L1 of x -> G_A -> G_B -> x' (CycleGAN's reverse generator)",
+               kinds=frozenset({"unpaired-translation"})),
+    MetricSpec("fvd", "min", "video", "Fréchet video distance",
+               pending="FVD needs an I3D video feature extractor, which this version does not ship"),
+):
+    register_metric(_spec)
