@@ -45,7 +45,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from cgmbench import __version__
+from cgmbench.version import __version__
 from cgmbench.errors import CgmbenchError
 from cgmbench.run.record import SCHEMA, VOLATILE_FIELDS
 
