@@ -79,7 +79,7 @@ def main() -> None:
 
     from test_inception import PT_FID_WEIGHTS_NAME, TF_WEIGHTS_NAME, random_fid_inception_state_dict
 
-    from cgmbench.cli.metrics import folder_fid
+    from cgmbench.scoring.fid import fid as folder_fid
     from cgmbench.metrics import frechet_distance
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_fid_"))

@@ -12,7 +12,7 @@ from dataclasses import replace
 import json
 import sys
 
-from cgmbench import __version__
+from cgmbench.version import __version__
 from cgmbench.cli.results import COMMANDS as EXTRA_COMMANDS
 from cgmbench.cli.results import register as register_extra_commands
 from cgmbench.cli.metrics import COMMANDS as METRIC_COMMANDS

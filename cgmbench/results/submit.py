@@ -45,8 +45,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from cgmbench import __version__
 from cgmbench.catalog import tolerance as catalog_tolerance
+from cgmbench.version import __version__
 from cgmbench.errors import CgmbenchError
 from cgmbench.run.record import SCHEMA, identity_digest
 

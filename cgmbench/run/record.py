@@ -27,7 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cgmbench import __version__
+from cgmbench.version import __version__
 from cgmbench.atomic import atomic_write_json
 from cgmbench.errors import CgmbenchError
 

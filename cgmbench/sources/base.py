@@ -39,7 +39,7 @@ from cgmbench.paths import expand
 if TYPE_CHECKING:  # pragma: no cover
     from cgmbench.spec.task import TaskSpec
 
-#: source name -> "module:Class"
+#: source name -> "module:Class" (or a Source subclass registered with :func:`register_source`)
 SOURCES = {
     "shapes": "cgmbench.worlds.sources:ShapesSource",
     "digits": "cgmbench.worlds.sources:DigitsSource",
@@ -86,10 +86,35 @@ class Source:
         return [int(i) % n for i in indices]
 
 
+def register_source(name: str, source: "type[Source] | str") -> None:
+    """Make ``source = "<name>"`` usable in task specs: a :class:`Source` subclass or ``"module:Class"``.
+
+    ``source`` is built as ``Source(task, params, split)``; a ``"module:Class"`` string is imported on first use.
+    Registering a name twice is an error (built-in sources cannot be replaced)."""
+    if not isinstance(name, str) or not name:
+        raise CgmbenchError(f"a source name must be a non-empty string, got {name!r}")
+    if name in SOURCES:
+        raise CgmbenchError(f"source {name!r} is already registered", "choose another name")
+    if isinstance(source, str):
+        module, sep, cls = source.partition(":")
+        if not sep or not module or not cls:
+            raise CgmbenchError(f"source {name!r}: {source!r} is not 'module:Class'")
+    elif not (isinstance(source, type) and issubclass(source, Source)):
+        raise CgmbenchError(f"source {name!r}: {source!r} is not a cgmbench.sources.base.Source subclass")
+    SOURCES[name] = source
+
+
 def open_source(task: "TaskSpec", section: str = "conditions", split: str = "test") -> Source:
     params = task.conditions if section == "conditions" else task.reference
-    module, cls = SOURCES[params["source"]].split(":")
-    return getattr(importlib.import_module(module), cls)(task, params, split)
+    cls = SOURCES[params["source"]]
+    if isinstance(cls, str):
+        module, name = cls.split(":")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as e:
+            raise CgmbenchError(f"source {params['source']!r} could not be imported from {SOURCES[params['source']]}: "
+                                f"{type(e).__name__}: {e}") from None
+    return cls(task, params, split)
 
 
 # ----------------------------------------------------------------------------- prompt suites
