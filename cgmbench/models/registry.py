@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 
 from cgmbench.errors import CgmbenchError
 from cgmbench.generator import Generator
+from cgmbench.scoring.resize import check_model_resolution
 
 ENTRY_POINT_GROUP = "cgmbench.models"
 _runtime: dict[str, type[Generator]] = {}
@@ -76,9 +77,8 @@ def load_model(spec: str, task, checkpoint: str | None = None, device: str = "cp
         what = model.checkpoint.name if model.checkpoint else spec
         raise CgmbenchError(f"{name} checkpoint {what} does not accept {task.condition_kind!r} conditions, which "
                             f"task {task.name!r} gives", f"it accepts: {', '.join(sorted(model.condition_kinds))}")
-    if tuple(model.resolution) != (task.resolution, task.resolution):
-        what = model.checkpoint.name if model.checkpoint else name
-        raise CgmbenchError(f"{name} checkpoint {what} makes {model.resolution[0]}x{model.resolution[1]} images, "
-                            f"task {task.name} needs {task.resolution}x{task.resolution}",
-                            "choose a checkpoint trained for this task")
+    # another resolution is sampled natively and resized for scoring (cgmbench.scoring.resize), unless the
+    # task needs the exact size or the aspect ratio differs
+    check_model_resolution(tuple(model.resolution), task,
+                           f"{name} checkpoint {model.checkpoint.name if model.checkpoint else name}")
     return model

@@ -29,6 +29,7 @@ from cgmbench.models.registry import load_model
 from cgmbench.run.samples import FORMAT as SAMPLES_FORMAT
 from cgmbench.run.samples import SampleStore
 from cgmbench.scoring.harness import compute_metrics
+from cgmbench.scoring.resize import plan as resize_plan
 from cgmbench.seeding import sample_seeds
 from cgmbench.sources.base import open_source
 from cgmbench.spec.task import load_task
@@ -56,6 +57,7 @@ class Prepared:
     sample_shape: tuple
     config: dict  # what identifies the run in samples/index.json
     out: Path
+    resize: dict | None = None  # native/eval resolution and the resize protocol (run.json ``samples``)
 
 
 def prepare(cfg: RunConfig) -> Prepared:
@@ -70,7 +72,8 @@ def prepare(cfg: RunConfig) -> Prepared:
     model.set_precision(cfg.precision)
     knobs = model.resolve_knobs(cfg.knobs)
     ckpt = model.checkpoint.to_dict() if model.checkpoint else None
-    sample_shape = task.sample_shape()
+    resize = resize_plan(tuple(model.resolution), task)  # samples are stored at the model's resolution
+    sample_shape = (*task.sample_shape()[:-2], *model.resolution)
     config = {
         "task": task.name, "task_spec_sha256": task.sha256, "model": cfg.model,
         "checkpoint_sha256": ckpt.get("sha256") if ckpt else None, "knobs": knobs, "n": n, "seed": cfg.seed,
@@ -78,8 +81,10 @@ def prepare(cfg: RunConfig) -> Prepared:
     }
     if cfg.precision != "fp32":  # fp32 runs keep the index identity they always had
         config["precision"] = cfg.precision
+    if resize["resize"] != "none":  # runs at the task's resolution keep the index identity they always had
+        config.update({k: resize[k] for k in ("native_resolution", "eval_resolution", "resize")})
     out = Path(cfg.out) if cfg.out else default_out(task.name, cfg.model, knobs, n, cfg.seed)
-    return Prepared(task, model, n, knobs, ckpt, sample_shape, config, out)
+    return Prepared(task, model, n, knobs, ckpt, sample_shape, config, out, resize)
 
 
 def finish(p: Prepared, cfg: RunConfig, store: SampleStore, timings: dict, t0: float) -> dict:
@@ -101,7 +106,8 @@ def finish(p: Prepared, cfg: RunConfig, store: SampleStore, timings: dict, t0: f
         "n": p.n,
         "seed": cfg.seed,
         "samples": {"dir": "samples", "format": SAMPLES_FORMAT, "sample_shape": list(p.sample_shape),
-                    "seeding": "sample i uses cgmbench.seeding.sample_seed(seed, task, i)"},
+                    "seeding": "sample i uses cgmbench.seeding.sample_seed(seed, task, i)",
+                    **(p.resize or resize_plan(tuple(p.model.resolution), p.task))},
         "samples_sha256": store.digest(p.n),
         "metrics": metrics,
         "metrics_pending": pending,
@@ -160,7 +166,7 @@ def sample_into(model, task, source, store, missing, cfg, knobs, sample_shape, n
                 raise CgmbenchError(f"model {model.name!r} returned {type(samples).__name__}, not a torch.Tensor")
             if samples.dtype != torch.uint8 or tuple(samples.shape) != (len(indices), *sample_shape):
                 raise CgmbenchError(f"model {model.name!r} returned {samples.dtype} {tuple(samples.shape)}; "
-                                    f"task {task.name} needs uint8 {(len(indices), *sample_shape)}")
+                                    f"this run stores uint8 {(len(indices), *sample_shape)} (the model's resolution)")
             store.write_shard(start, np.ascontiguousarray(samples.cpu().numpy()))
             bar.update(len(indices))
     bar.close()

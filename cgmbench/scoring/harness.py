@@ -523,8 +523,10 @@ def compute_metrics(task, source: Source, store: SampleStore, n: int, options: H
     ``model``: the generator that made the samples, for metrics that need more than its samples
     (``cycle_error``); without it (``cgmbench score RUN_DIR``) those stay pending."""
     from cgmbench.scoring.reference_stats import reference_stats
+    from cgmbench.scoring.resize import for_scoring
 
     opts = options or HarnessOptions()
+    store = for_scoring(store, task)  # native-resolution samples resized by the run's protocol (scoring/resize.py)
     settings = task.metric_settings
     names = list(settings.compute)
     protocol = settings.protocol
