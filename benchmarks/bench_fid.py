@@ -1,6 +1,6 @@
 """End-to-end FID of two image folders: cgmbench vs clean-fid vs torchmetrics, same images, same weights.
 
-A random, BatchNorm-calibrated FID-Inception state dict (the builder of ``tests/test_inception.py``)
+A random, BatchNorm-calibrated FID-Inception state dict (the builder of ``tests/parity/test_inception.py``)
 stands in for the official weights: cgmbench gets it through ``--extractor-weights``, torchmetrics
 through a temporary torch-hub cache under the official file name, clean-fid through pytorch-fid's port of
 the same network as its custom feature network (clean-fid's own network is a TorchScript archive that cannot

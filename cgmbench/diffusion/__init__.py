@@ -7,7 +7,7 @@
 * :mod:`.guidance`: the suite's classifier-free guidance convention ``uncond + w (cond - uncond)``;
 * :mod:`.noise`: injectable per-step noise (recorded tensors or per-sample ``torch.Generator`` draws).
 
-Each is checked step by step against the official code's trajectories in ``tests/test_samplers.py``.
+Each is checked step by step against the official code's trajectories in ``tests/parity/test_samplers.py``.
 """
 
 from cgmbench.diffusion.ddim_compvis import DDIMSampler, make_ddim_sampling_parameters, make_ddim_timesteps

@@ -4,7 +4,7 @@ Papers: Ho et al. 2020 (DDPM), Nichol & Dhariwal 2021 (improved DDPM: learned-ra
 respacing), Song et al. 2021 (DDIM), Peebles & Xie 2023 (DiT, which reuses the ADM code). The reference is
 ``facebookresearch/DiT`` ``diffusion/`` (commit ed81ce2), itself a trimmed openai/guided-diffusion; this is an
 independent implementation of the same equations, checked step by step against that code's recorded
-trajectories (``tests/test_samplers.py``).
+trajectories (``tests/parity/test_samplers.py``).
 
 Conventions
 -----------

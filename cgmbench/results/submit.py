@@ -290,13 +290,14 @@ def check_provenance(rec: dict):
             raise SubmissionRejected(f"{path}.n: {entry['n']} samples scored, the run has {n}")
         if entry.get("extractor") is None:  # pixel metrics: no extractor, no protocol to match
             continue
-        from cgmbench.scoring.harness import CLIP_METRICS, default_clip_extractor
+        from cgmbench.catalog import in_group
+        from cgmbench.scoring.harness import default_clip_extractor
 
         if mname == "lpips":  # its own network and preprocessing, whatever the task's FID protocol
             from cgmbench.extractors.lpips import LPIPS_VERSION
 
             wanted = {"extractor": "lpips-alex", "protocol": LPIPS_VERSION}
-        elif mname in CLIP_METRICS:  # clip_score / cmmd: the task's CLIP extractor, its own preprocessing
+        elif mname in in_group("clip"):  # clip_score / cmmd: the task's CLIP extractor, its own preprocessing
             wanted = {"extractor": default_clip_extractor(task)}
         else:
             wanted = {"protocol": task.metric_settings.protocol, "extractor": task.metric_settings.extractor}

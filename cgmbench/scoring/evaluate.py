@@ -163,14 +163,15 @@ def task_stats(task_name: str, extractor: str | None = None, protocol: str | Non
                extractor_weights: str | None = None, max_images: int | None = None, batch_size: int = 256,
                device: str = "cpu", log=_log) -> list[dict]:
     """Compute (or load and verify) the reference statistics a task's metrics need."""
-    from cgmbench.scoring.harness import FEATURE_METRICS, default_clip_extractor, load_extractor
+    from cgmbench.catalog import in_group
+    from cgmbench.scoring.harness import default_clip_extractor, load_extractor
     from cgmbench.scoring.reference_stats import reference_stats
 
     task = _task(task_name)
     protocol = protocol or task.metric_settings.protocol
     compute = list(task.metric_settings.compute)
     wanted = []
-    if extractor or any(m in FEATURE_METRICS for m in compute):
+    if extractor or in_group("features", compute):
         wanted.append((extractor or task.metric_settings.extractor, extractor_weights))
     if not extractor and "cmmd" in compute:
         wanted.append((default_clip_extractor(task), None))

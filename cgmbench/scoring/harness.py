@@ -72,8 +72,6 @@ from cgmbench.run.samples import SampleStore
 from cgmbench.sources.base import Source
 from cgmbench.worlds.judge import aggregate
 
-#: the metric groups of the catalog (:mod:`cgmbench.catalog`) that need feature extractors
-FEATURE_METRICS = tuple(in_group("features"))
 PAIRED_KINDS = ("paired-translation", "editing", "inpainting")
 #: fixed batch of the cycle reconstruction and of LPIPS (results do not depend on the run's batch size)
 CYCLE_BATCH = 64

@@ -86,7 +86,7 @@ def check_model_resolution(native: tuple[int, int], task, what: str) -> None:
     if h != w:
         raise CgmbenchError(f"{what} makes {h}x{w} images, task {task.name} is square ({side}x{side}): "
                             "the aspect ratio differs", "choose a checkpoint with square outputs")
-    pixelwise = [m for m in task.metrics.get("compute", []) if m in PIXELWISE_METRICS]
+    pixelwise = [m for m in task.metric_settings.compute if m in PIXELWISE_METRICS]
     if task.kind in EXACT_SIZE_KINDS or pixelwise:
         why = f"its metrics {', '.join(pixelwise)} compare" if pixelwise else f"a {task.kind} task compares"
         raise CgmbenchError(f"{what} makes {h}x{w} images, task {task.name} needs exactly {side}x{side}: {why} "
