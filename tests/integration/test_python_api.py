@@ -213,6 +213,10 @@ def test_evaluate_and_run_errors(oracle_run):
         cgmbench.evaluate(out.parent)
     with pytest.raises(CgmbenchError, match="unknown option"):
         cgmbench.run("shapes-t2i", "oracle", num_sampels=4)
+    # a TaskSpec works as the task; resuming a complete run returns its record unchanged
+    again = cgmbench.run(cgmbench.load_task("shapes-t2i"), "oracle", num_samples=16, out=str(out), resume=True,
+                         device="cpu", log=lambda m: None)
+    assert again["identity_sha256"] == record["identity_sha256"]
     with pytest.raises(CgmbenchError, match="already holds a complete run"):
         cgmbench.run("shapes-t2i", "oracle", num_samples=16, out=str(out), device="cpu", log=lambda m: None)
 
