@@ -89,7 +89,7 @@ def test_identity_generators_give_zero_cycle_error(tmp_path):
 
 
 def test_cycle_error_pending_for_the_oracle_and_for_score_without_model(tmp_path, monkeypatch):
-    from cgmbench.cli.metrics import score_run
+    from cgmbench.scoring.evaluate import score_run
     from cgmbench.run.runner import RunConfig, run
 
     spec = spec_with(tmp_path, "shapes-unpaired", ["judge", "cycle_error"], rename="shapes-unpaired-cycle")
