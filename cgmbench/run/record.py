@@ -7,7 +7,9 @@ Top-level fields::
     task              {name, kind, spec_sha256}
     model             {name, spec, checkpoint {name, sha256, path, source}, knobs}
     n, seed           number of samples, run seed (sample i uses sample_seed(seed, task, i))
-    samples           {dir, format, sample_shape, batch_size_independent: true}
+    samples           {dir, format, sample_shape (the model's native size), seeding, native_resolution,
+                      eval_resolution (the task's), resize ("none" or a cgmbench.scoring.resize protocol),
+                      resize_direction ("none", "down", "up")}
     samples_sha256    digest of the decoded samples in index order (any batch size / shard layout)
     metrics           {name: {... "value" or "overall": {"value", "ci95", "n"}, protocol/version ...}}
     metrics_pending   "name: reason" for each metric the task asks for that could not be computed
