@@ -110,5 +110,7 @@ def load_dit_checkpoint(path_or_state_dict: str | Path | Mapping[str, torch.Tens
             "(e.g. DiT-XL/2), input_size (image size / 8), num_classes and learn_sigma."
         )
     model.load_state_dict(state_dict, strict=True)
+    return model
+
 
 from . import weights as _weights  # noqa: E402,F401  (registers the official files of this family)

@@ -201,6 +201,10 @@ class DiTGenerator(Generator):
     condition_kinds = frozenset({"class"})
     knobs = KNOBS
     precisions = ("fp32", "bf16")
+    #: samples run through the network this many at a time (None: the whole generate() batch). CPU matrix
+    #: kernels round differently for different row counts, so 1 (the default) makes every sample bit-identical
+    #: whatever batch it arrives in; on a GPU a larger value is faster and may differ in the last bits.
+    micro_batch: int | None = 1
     description = "DiT (Peebles & Xie 2023): class-conditional diffusion transformer, DDPM/DDIM + CFG"
 
     def __init__(self, model: DiT, decoder: LatentDecoder, image_size: int, checkpoint: CheckpointInfo,
@@ -355,9 +359,14 @@ class DiTGenerator(Generator):
         if w != 1 and not self.has_null_class:
             raise CgmbenchError("this DiT was trained without label dropout and has no null class",
                                 "only guidance_scale=1 is possible")
+        step = self.micro_batch or len(seeds)
+        chunks = [self._sample(labels[i:i + step], seeds[i:i + step], k) for i in range(0, len(seeds), step)]
+        return torch.cat(chunks)
+
+    def _sample(self, labels: torch.Tensor, seeds: Sequence[int], k: dict) -> torch.Tensor:
+        w = float(k["guidance_scale"])
         channels = 3 if k["guided_channels"] == "3" else self.model.in_channels
         model_fn = cfg_model(self.model, w, {"y": torch.full_like(labels, self.num_classes)}, channels=channels)
-
         generators = [torch_generator(s) for s in seeds]  # CPU generators: device-independent draws
         side = self.model.x_embedder.img_size[0]
         shape = (len(seeds), self.model.in_channels, side, side)

@@ -85,18 +85,21 @@ def test_guidance_one_is_the_plain_conditional_sampler(tiny_generator):
     handle = gen.model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
     try:
         out = gen.generate(_conditions([0, 1]), seeds, guidance_scale=1.0, steps=4)
-        assert set(calls) == {2}  # no doubled [cond, uncond] batch at w = 1
+        assert set(calls) == {1}  # one sample per network call (micro_batch 1), no doubled batch at w = 1
         calls.clear()
         guided = gen.generate(_conditions([0, 1]), seeds, guidance_scale=3.0, steps=4)
-        assert set(calls) == {4}
+        assert set(calls) == {2}  # [cond, uncond] of one sample
     finally:
         handle.remove()
-    # the reference: the diffusion's own DDPM loop on the bare model, same per-sample noise
-    gens = [torch_generator(s) for s in seeds]
-    x_T = per_sample_noise(gens, (3, 32, 32))
-    step_noise = lambda i, shape: per_sample_noise(gens, shape[1:])  # noqa: E731
-    ref = create_diffusion("4").p_sample_loop(model, (2, 3, 32, 32), noise=x_T, clip_denoised=True,
-                                              model_kwargs={"y": labels}, step_noise=step_noise)
+    # the reference: the diffusion's own DDPM loop on the bare model, same per-sample noise, one sample at a time
+    refs = []
+    for i, seed in enumerate(seeds):
+        gens = [torch_generator(seed)]
+        x_T = per_sample_noise(gens, (3, 32, 32))
+        step_noise = lambda i, shape, gens=gens: per_sample_noise(gens, shape[1:])  # noqa: E731
+        refs.append(create_diffusion("4").p_sample_loop(model, (1, 3, 32, 32), noise=x_T, clip_denoised=True,
+                                                        model_kwargs={"y": labels[i:i + 1]}, step_noise=step_noise))
+    ref = torch.cat(refs)
     assert torch.equal(out, to_uint8(ref))
     assert not torch.equal(out, guided)
     # for a 3-channel model, guiding "3" channels is guiding them all

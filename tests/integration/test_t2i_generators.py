@@ -49,8 +49,11 @@ def tiny_ldm():
     torch.manual_seed(0)
     cfg = LDM_TINY_CONFIGS["tiny"]
     unet, vae, text = build_tiny_ldm(cfg)
-    for p in unet.out.parameters():  # the official zero init would make eps == 0: randomise the output conv
-        torch.nn.init.normal_(p, std=0.05)
+    # the official zero init would make eps == 0 and the text irrelevant: randomise the output conv and every
+    # SpatialTransformer's proj_out (zero-initialised too), so the prompt reaches eps and guidance matters
+    for name, p in unet.named_parameters():
+        if name.startswith("out.") or ".proj_out." in name:
+            torch.nn.init.normal_(p, std=0.05)
     from cgmbench.diffusion import ldm_alphas_cumprod
 
     return LDMGenerator(unet, vae, text, scale_factor=0.7, alphas_cumprod=ldm_alphas_cumprod(),
