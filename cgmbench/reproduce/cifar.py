@@ -3,7 +3,8 @@
 Each batch (``data_batch_1`` .. ``data_batch_5``, ``test_batch``) is a Python-2 pickle of a dict
 ``{b"batch_label", b"labels", b"data", b"filenames"}`` whose ``data`` is a uint8 numpy array ``[10000, 3072]``
 (rows: the 1024 red, then green, then blue values of a 32x32 image, row-major). The unpickler here resolves
-exactly the globals numpy needs to rebuild a plain array (``_reconstruct``, ``ndarray``, ``dtype``) and
+exactly the globals numpy needs to rebuild a plain array (``_reconstruct``, ``ndarray``, ``dtype``; and
+``_codecs.encode``, which Python-3 protocol-2 pickles use for bytes) and
 refuses every other one, so a tampered file cannot run code; the result is then checked to be that dict of a
 uint8 ``[n, 3072]`` array and int labels. Files come from a folder (``cifar-10-batches-py/``) or straight
 from the official ``cifar-10-python.tar.gz`` (members read in memory, nothing extracted).
@@ -25,6 +26,7 @@ TEST_BATCH = "test_batch"
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes (a str -> bytes conversion)
 }
 
 
