@@ -180,3 +180,12 @@ for _spec in (
                pending="FVD needs an I3D video feature extractor, which this version does not ship"),
 ):
     register_metric(_spec)
+
+# issue 18 (reproduction recipes): sFID, the ADM evaluator's spatial FID (Inception mixed_6/conv[..., :7], 2023-d)
+for _spec in (
+    MetricSpec("sfid", "min", "features", "spatial FID: Fréchet distance of Inception mixed_6/conv features "
+               "(first 7 channels, 17x17x7 = 2023-d), as the ADM evaluator",
+               pending="sFID is computed by `cgmbench reproduce` from ADM batches (cgmbench.reproduce.adm); the run "
+                       "harness does not extract spatial features yet"),
+):
+    register_metric(_spec)

@@ -16,17 +16,25 @@ register_file(KnownFile(
     url="https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
     sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2", size=95_628_359,
     sha256_prefix="6726825d", license="Apache-2.0 (TF Inception 2015-12-05, ported by torch-fidelity)",
-    description="FID Inception-v3 (TF 2015-12-05 graph) as torch-fidelity's state_dict"))
+    description="FID Inception-v3 (TF 2015-12-05 graph) as torch-fidelity's state_dict",
+    digest_source=("https://github.com/toshas/torch-fidelity/releases/tag/v0.2.0 (the release asset; its file name "
+                   "carries the published sha256 prefix 6726825d, torch.hub's convention; the full digest was pinned "
+                   "by cgmbench from that asset)")))
 register_file(KnownFile(
     name="lpips:alexnet", filename="alexnet-owt-7be5be79.pth",
     url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
     sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02", sha256_prefix="7be5be79",
     size=244_408_911, license="BSD-3-Clause (torchvision)",
-    description="torchvision AlexNet, ImageNet (IMAGENET1K_V1): the LPIPS v0.1 'alex' backbone"))
+    description="torchvision AlexNet, ImageNet (IMAGENET1K_V1): the LPIPS v0.1 'alex' backbone",
+    digest_source=("https://github.com/pytorch/vision/blob/main/torchvision/models/alexnet.py (the published URL "
+                   "carries the sha256 prefix 7be5be79, torch.hub's check_hash convention; full digest pinned by "
+                   "cgmbench from that file)")))
 register_file(KnownFile(
     name="lpips:alex-v0.1", filename="lpips-v0.1-alex.pth",
     url="https://raw.githubusercontent.com/richzhang/PerceptualSimilarity/master/lpips/weights/v0.1/alex.pth",
     sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0", size=6_009,
     license="BSD-2-Clause (richzhang/PerceptualSimilarity)",
     description=("LPIPS v0.1 linear calibration layers for AlexNet (lin0..lin4); torchmetrics ships the same file, "
-                 "which cgmbench uses when this one is absent")))
+                 "which cgmbench uses when this one is absent"),
+    digest_source=("none published (richzhang/PerceptualSimilarity lists no checksum; the digest is that of the file "
+                   "in the repository at master, pinned by cgmbench)")))

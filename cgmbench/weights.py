@@ -42,6 +42,18 @@ class KnownFile:
     hub_id: str | None = None
     obtain: str | None = None  # for gated or manual downloads: how to get the file
     description: str = ""
+    #: where the digest comes from: the URL of the publisher's own listing of ``sha256`` (model-card file page,
+    #: release page, download script), or a sentence starting with ``"none published"`` (then the digest is
+    #: recorded at first fetch), or ``"published, not pinned: <URL>"`` where a listing exists but cgmbench has
+    #: not copied it yet (also recorded at first fetch). Every registry entry states one (tested).
+    digest_source: str | None = None
+    #: an MD5 the publisher lists (e.g. CIFAR-10's tarball); verified in addition to the SHA-256
+    md5: str | None = None
+    #: the folder the file belongs in, when it is data rather than weights (``"${CGMBENCH_DATA}/imagenet256"``:
+    #: the path a task or recipe reads); default ``$CGMBENCH_HOME/weights``
+    folder: str | None = None
+    #: the file's name inside ``hub_id`` when it is fetched from the Hugging Face hub (no plain ``url``)
+    hub_filename: str | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -67,8 +79,17 @@ def known_file(name: str) -> KnownFile:
     return files[name]
 
 
+def destination(kf: KnownFile) -> Path:
+    """Where ``kf`` lives: ``$CGMBENCH_HOME/weights/<filename>``, or ``<folder>/<filename>`` for data files."""
+    if kf.folder:
+        from cgmbench.paths import expand
+
+        return expand(kf.folder) / kf.filename
+    return weights_dir() / kf.filename
+
+
 def local_path(name: str) -> Path:
-    return weights_dir() / known_file(name).filename
+    return destination(known_file(name))
 
 
 _hash_cache: dict[tuple, str] = {}
@@ -100,6 +121,25 @@ def expected_sha256(kf: KnownFile) -> str | None:
     return kf.sha256 or _recorded().get(kf.filename)
 
 
+def digest_provenance(kf: KnownFile) -> str:
+    """One line: which digest a file is checked against and where that digest comes from."""
+    if kf.sha256:
+        return f"sha256 {kf.sha256} pinned from {kf.digest_source or 'an unstated source'}"
+    recorded = _recorded().get(kf.filename)
+    note = kf.digest_source or "none published"
+    if recorded:
+        return f"sha256 {recorded} recorded at first fetch ({note})"
+    return f"no sha256 yet ({note}); recorded at first fetch"
+
+
+def _md5_file(path: Path) -> str:
+    h = hashlib.md5()  # noqa: S324 - a publisher's listed checksum, not a security boundary on its own
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _where(kf: KnownFile) -> str:
     if kf.url:
         return kf.url
@@ -110,7 +150,8 @@ def _where(kf: KnownFile) -> str:
 
 def _missing_error(kf: KnownFile, path: Path) -> CgmbenchError:
     digest = expected_sha256(kf) or (f"{kf.sha256_prefix}…" if kf.sha256_prefix else "not published")
-    how = f"run `cgmbench weights fetch {kf.name}`" if kf.url else (kf.obtain or "download it")
+    how = (f"run `cgmbench weights fetch {kf.name}`" if kf.url or (kf.hub_id and kf.hub_filename)
+           else (kf.obtain or "download it"))
     return CgmbenchError(
         f"weights {kf.name!r} not found at {path}",
         f"{how}, or download {_where(kf)} (sha256 {digest}) and place it at exactly that path; "
@@ -126,13 +167,16 @@ def verify(kf: KnownFile, path: Path) -> str:
     if not want and kf.sha256_prefix and not digest.startswith(kf.sha256_prefix):
         raise IntegrityError(f"weights file {path} has sha256 {digest}, which does not start with "
                             f"{kf.sha256_prefix} as {kf.name!r} requires", f"fetch it again from {_where(kf)}")
+    if kf.md5 and _md5_file(Path(path)) != kf.md5:
+        raise IntegrityError(f"file {path} does not have the md5 {kf.md5} its publisher lists for {kf.name!r}",
+                             f"delete it and fetch it again from {_where(kf)}")
     return digest
 
 
 def resolve(name: str) -> tuple[Path, str]:
     """``(path, sha256)`` of a known file, verified; a clear error when it is missing or wrong."""
     kf = known_file(name)
-    path = weights_dir() / kf.filename
+    path = destination(kf)
     if not path.is_file():
         raise _missing_error(kf, path)
     return path, verify(kf, path)
@@ -145,10 +189,12 @@ def fetch(name: str, progress: bool = True) -> Path:
     from tqdm import tqdm
 
     kf = known_file(name)
-    dest = weights_dir() / kf.filename
+    dest = destination(kf)
     if dest.is_file():
         verify(kf, dest)
         return dest
+    if not kf.url and kf.hub_id and kf.hub_filename:
+        return _fetch_from_hub(kf, dest)
     if not kf.url:
         raise _missing_error(kf, dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +221,40 @@ def fetch(name: str, progress: bool = True) -> Path:
         rec[kf.filename] = sha256_file(dest)
         atomic_write_json(weights_dir() / "sha256.json", rec)
     return dest
+
+
+def _fetch_from_hub(kf: KnownFile, dest: Path) -> Path:
+    """A hub file (gated ones need ``HF_TOKEN`` or ``huggingface-cli login``) downloaded next to ``dest``,
+    verified, then renamed to exactly the path cgmbench reads (not left in the hub cache)."""
+    import shutil
+
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise CgmbenchError(f"fetching {kf.name!r} needs the huggingface_hub package",
+                            "pip install huggingface_hub") from None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{kf.filename}."))
+    try:
+        try:
+            got = Path(hf_hub_download(kf.hub_id, kf.hub_filename, local_dir=staging))
+        except Exception as e:  # network, gating, missing token: one line with the way out
+            raise CgmbenchError(f"could not download {kf.hub_filename} from the Hugging Face hub ({kf.hub_id}): "
+                                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                                kf.obtain or f"download it by hand and place it at {dest}") from None
+        verify(kf, got)
+        os.replace(got, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _record_first_fetch(kf, dest)
+    return dest
+
+
+def _record_first_fetch(kf: KnownFile, dest: Path) -> None:
+    if not kf.sha256 and kf.filename not in _recorded():
+        rec = _recorded()
+        rec[kf.filename] = sha256_file(dest)
+        atomic_write_json(weights_dir() / "sha256.json", rec)
 
 
 _builtin_loaded = False
@@ -218,6 +298,7 @@ def shipped(filename: str) -> tuple[Path, str]:
 
 
 #: core modules whose import registers KnownFiles (extractors, metrics)
-BUILTIN_REGISTRANTS: list[str] = ["cgmbench.known_weights", "cgmbench.extractors.clip"]
+BUILTIN_REGISTRANTS: list[str] = ["cgmbench.known_weights", "cgmbench.extractors.clip",
+                                   "cgmbench.reproduce.files"]
 #: entry-point group naming the modules that register a model family's official files
 WEIGHTS_ENTRY_POINT_GROUP = "cgmbench.weights"

@@ -9,4 +9,6 @@ register_file(KnownFile(
     url="https://huggingface.co/stabilityai/sd-vae-ft-ema/resolve/main/diffusion_pytorch_model.safetensors",
     license="MIT",
     description=("Stable Diffusion KL-f8 VAE with the ft-EMA decoder (DiT's sample.py --vae ema); diffusers naming, "
-                 "converted to CompVis names on load by baselines.common.latent")))
+                 "converted to CompVis names on load by baselines.common.latent"),
+    digest_source=("published, not pinned: the Hugging Face file page https://huggingface.co/stabilityai/sd-vae-ft-ema/"
+                   "blob/main/diffusion_pytorch_model.safetensors lists its Git LFS SHA-256")))

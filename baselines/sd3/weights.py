@@ -6,7 +6,12 @@ from cgmbench.weights import KnownFile, register_file
 
 register_file(KnownFile(
     name="sd3:medium", filename="sd3_medium.safetensors", hub_id="stabilityai/stable-diffusion-3-medium",
+    hub_filename="sd3_medium.safetensors",
     size=4_340_000_000, license="Stability AI Community License (gated)",
-    obtain=("accept the license at https://huggingface.co/stabilityai/stable-diffusion-3-medium, then "
-            "`huggingface-cli download stabilityai/stable-diffusion-3-medium sd3_medium.safetensors`"),
-    description="SD3-medium MM-DiT + VAE (fp16), keys under model.diffusion_model. / first_stage_model."))
+    obtain=("accept the license at https://huggingface.co/stabilityai/stable-diffusion-3-medium, log in "
+            "(`huggingface-cli login` or HF_TOKEN), then `cgmbench weights fetch sd3:medium`, which saves it at "
+            "exactly the path cgmbench reads"),
+    description="SD3-medium MM-DiT + VAE (fp16), keys under model.diffusion_model. / first_stage_model.",
+    digest_source=("published, not pinned: the gated Hugging Face file page https://huggingface.co/stabilityai/"
+                   "stable-diffusion-3-medium/blob/main/sd3_medium.safetensors lists its Git LFS SHA-256 "
+                   "(visible only after accepting the license)")))

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_extra_commands(sub)
     register_metric_commands(sub)
+    from cgmbench.cli.reproduce import register as register_reproduce_commands  # issue 18
+
+    register_reproduce_commands(sub)
     return p
 
 
@@ -180,8 +183,10 @@ def cmd_weights(args) -> int:
 
     if args.action == "list":
         for name, kf in sorted(weights.known_files().items()):
-            state = "present" if (weights.weights_dir() / kf.filename).is_file() else "missing"
-            print(f"{name:32s} {state:8s} {kf.license:45s} {kf.url or kf.hub_id or ''}")
+            state = "present" if weights.destination(kf).is_file() else "missing"
+            pin = "pinned" if kf.sha256 else ("none-published" if (kf.digest_source or "").startswith("none")
+                                              else "not-pinned")
+            print(f"{name:32s} {state:8s} {pin:15s} {kf.license:45s} {kf.url or kf.hub_id or ''}")
         return 0
     if not args.name:
         raise CgmbenchError(f"cgmbench weights {args.action} needs a NAME", "see cgmbench weights list")
@@ -189,7 +194,9 @@ def cmd_weights(args) -> int:
         print(weights.local_path(args.name))
         return 0
     path = weights.fetch(args.name)
+    kf = weights.known_file(args.name)
     print(f"{path}  sha256 {weights.sha256_file(path)}")
+    print(f"  checked against: {weights.digest_provenance(kf)}")
     return 0
 
 
@@ -213,6 +220,9 @@ COMMANDS = {"run": cmd_run, "list": cmd_list, "info": cmd_info, "demo": cmd_demo
             "train": cmd_train}
 COMMANDS.update(EXTRA_COMMANDS)
 COMMANDS.update(METRIC_COMMANDS)
+# issue 18: reproduction recipes and `cgmbench fetch`
+from cgmbench.cli.reproduce import COMMANDS as REPRODUCE_COMMANDS  # noqa: E402
+COMMANDS.update(REPRODUCE_COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,11 +57,14 @@ def _weights_filename(arch: str, tag: str) -> str:
 
 for _name, (_arch, _tag, _hub) in OPENCLIP_MODELS.items():
     register_file(KnownFile(
-        name=_name, filename=_weights_filename(_arch, _tag), hub_id=_hub,
+        name=_name, filename=_weights_filename(_arch, _tag), hub_id=_hub, hub_filename=HF_FILE,
         license="MIT (openai/CLIP weights, converted by open_clip/timm)",
         obtain=(f"`huggingface-cli download {_hub} {HF_FILE} --local-dir DIR` and move DIR/{HF_FILE} to the "
                 "path named here (or keep it in the Hugging Face cache, where cgmbench also looks)"),
-        description=f"OpenAI CLIP {_arch} image/text encoders as open_clip safetensors (pretrained='{_tag}')"))
+        description=f"OpenAI CLIP {_arch} image/text encoders as open_clip safetensors (pretrained='{_tag}')",
+        digest_source=(f"published, not pinned: the Hugging Face file page https://huggingface.co/{_hub}/blob/main/"
+                       f"{HF_FILE} lists its Git LFS SHA-256 (not reachable from the machine that pinned the others); "
+                       "OpenAI's own sha256 in the clip package URLs is of the .pt, not of this conversion")))
 
 
 def _hf_cached(hub_id: str) -> Path | None:

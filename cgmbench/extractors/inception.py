@@ -47,6 +47,10 @@ INCEPTION_WEIGHTS = WeightsSpec("inception-v3")
 torch.hub's convention -- and size live there). pytorch-fid's ``pt_inception-...`` has the same bytes."""
 
 OUTPUTS = ("pool3", "logits_unbiased", "logits")
+#: the sFID features (ADM evaluator, ``mixed_6/conv:0[..., :7]``): the first 7 channels of ``Mixed_6d`` (its
+#: ``branch1x1`` conv-BN-ReLU output, TF's ``mixed_6/conv``), 17x17x7 flattened in TF's NHWC order -> 2023-d.
+#: Asked for by name (``extract(outputs=("spatial",))``); not in the default outputs.
+SPATIAL_OUTPUT = "spatial"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,11 +274,14 @@ class FIDInceptionNetwork(nn.Module):
             x = block(x)
         for block in (self.Mixed_6a, self.Mixed_6b, self.Mixed_6c, self.Mixed_6d, self.Mixed_6e):  # [B, 768, 17, 17]
             x = block(x)
+            if block is self.Mixed_6d:  # channels 0-191 are branch1x1 = TF mixed_6/conv; NHWC order as TF
+                spatial = x[:, :7].permute(0, 2, 3, 1).reshape(x.shape[0], -1)
         for block in (self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):  # [B, 2048, 8, 8]
             x = block(x)
         pool3 = F.adaptive_avg_pool2d(x, 1).flatten(1)  # [B, 2048]
         logits_unbiased = pool3 @ self.fc.weight.T  # [B, 1008]
-        return {"pool3": pool3, "logits_unbiased": logits_unbiased, "logits": logits_unbiased + self.fc.bias}
+        return {"pool3": pool3, "logits_unbiased": logits_unbiased, "logits": logits_unbiased + self.fc.bias,
+                SPATIAL_OUTPUT: spatial}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -367,7 +374,7 @@ class FIDInceptionV3(FeatureExtractor):
     ) -> dict[str, torch.Tensor]:
         """Several outputs from one pass: ``{"pool3": [B,2048], "logits_unbiased": [B,1008], "logits": [B,1008]}``
         (float64, CPU), restricted to ``outputs``."""
-        unknown = [o for o in outputs if o not in OUTPUTS]
+        unknown = [o for o in outputs if o not in OUTPUTS + (SPATIAL_OUTPUT,)]
         if unknown:
             raise ExtractorError(f"unknown outputs {unknown}; available: {list(OUTPUTS)}")
         check_images(images)
