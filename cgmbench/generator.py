@@ -5,7 +5,7 @@ A generator declares
 * ``condition_kinds``: the condition kinds it accepts (:data:`cgmbench.conditions.CONDITION_KINDS`);
 * ``resolution`` ``(H, W)`` and, for video, ``frames``;
 * ``knobs``: its sampling settings (:class:`Knob`: name, default, valid range, meaning), e.g.
-  ``guidance_scale`` (the suite's convention, :mod:`cgmbench.guidance`), ``steps``,
+  ``guidance_scale`` (the suite's convention, :data:`GUIDANCE_CONVENTION`), ``steps``,
   ``truncation``, ``temperature``;
 * ``checkpoint``: where its weights came from (:class:`CheckpointInfo`), or ``None``;
 * ``precisions``: the numeric precisions it can sample in (:data:`PRECISIONS`; ``"fp32"`` always);
@@ -35,6 +35,13 @@ from cgmbench.errors import CgmbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
     from cgmbench.spec.task import TaskSpec
+
+#: The suite's one guidance convention (README, "The guidance convention"): every model's ``guidance_scale`` knob is
+#: ``w`` in ``pred = uncond + w * (cond - uncond)`` -- on eps, velocity, denoised or logits, whatever the model
+#: predicts. ``w = 1`` is plain conditional sampling (no unconditional pass needed), ``w = 0`` unconditional,
+#: ``w > 1`` guided; Ho & Salimans' ``w'`` is ``w - 1``. GANs have no guidance: their trade-off knob is
+#: ``truncation``. Sweeps and Pareto plots use only this scale.
+GUIDANCE_CONVENTION = "pred = uncond + w * (cond - uncond)"
 
 #: numeric precisions a run may ask for (``cgmbench run --precision``):
 #: ``fp32``: every network in float32 (TF32 off: the default, and what reference numbers use);

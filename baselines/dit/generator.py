@@ -5,7 +5,7 @@ Sampling follows the official ``sample.py`` / ``sample_ddp.py`` of facebookresea
 variance), DDPM ancestral sampling (or DDIM), classifier-free guidance with the null class
 ``num_classes`` and, for the latent models, the Stable Diffusion KL-f8 VAE with scale 0.18215.
 
-Knobs (the suite's conventions, :mod:`cgmbench.guidance`):
+Knobs (the suite's conventions, :data:`cgmbench.generator.GUIDANCE_CONVENTION`):
 
 * ``guidance_scale`` ``w``: ``eps = uncond + w * (cond - uncond)``; DiT's ``cfg_scale`` is this same
   ``w`` (FID-50K 2.27 at 1.5). At ``w == 1`` the unconditional pass is skipped.

@@ -359,7 +359,7 @@ class DiT(nn.Module):
         Guidance convention (the same in all of cgmbench): with guidance scale ``w``,
         ``pred = uncond + w * (cond - uncond)``; ``w = 1`` is the plain conditional model
         and ``w = 0`` the unconditional one. DiT's ``cfg_scale`` *is* this ``w``
-        (cgmbench's ``guidance_scale``, see ``cgmbench.guidance``; the paper's FID-50K
+        (cgmbench's ``guidance_scale``, see ``cgmbench.generator.GUIDANCE_CONVENTION``; the paper's FID-50K
         2.27 uses 1.5). Ho & Salimans' ``w'`` is ``w - 1``.
 
         Layout: the batch is ``[cond half, uncond half]``; ``y = [labels, null...]`` with

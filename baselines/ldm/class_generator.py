@@ -15,7 +15,7 @@ Sampling is the CompVis ``DDIMSampler`` (:class:`cgmbench.diffusion.DDIMSampler`
 ``linspace(0.0015**0.5, 0.0195**0.5, 1000)**2``; then ``x = first_stage.decode(z / scale_factor)``, which
 **re-quantises** ``z`` to the codebook before decoding (``LatentDiffusion.decode_first_stage``).
 
-Knobs (suite conventions, :mod:`cgmbench.guidance`):
+Knobs (suite conventions, :data:`cgmbench.generator.GUIDANCE_CONVENTION`):
 
 * ``guidance_scale`` ``w``: CompVis ``unconditional_guidance_scale``, ``e = e_u + w (e_c - e_u)`` with class
   1000 as the unconditional input (w = 1 skips the unconditional pass). Default 1.5: the paper's FID-3.60

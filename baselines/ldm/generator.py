@@ -9,7 +9,7 @@ A latent diffusion model is three networks (Rombach et al. 2022):
 Sampling is the CompVis ``DDIMSampler`` (:class:`cgmbench.diffusion.DDIMSampler`: timesteps
 ``range(0, 1000, 1000 // S) + 1``, last step to ``alphas_cumprod[0]``), then ``x = D(z / scale_factor)``.
 
-Knobs (suite conventions, :mod:`cgmbench.guidance`):
+Knobs (suite conventions, :data:`cgmbench.generator.GUIDANCE_CONVENTION`):
 
 * ``guidance_scale`` ``w``: CompVis ``unconditional_guidance_scale``, ``e = e_u + w (e_c - e_u)`` with
   the empty prompt ``""`` as the unconditional input (w = 1 skips the unconditional pass);

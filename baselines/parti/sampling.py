@@ -13,7 +13,7 @@ The procedure is LlamaGen's ``autoregressive/models/generate.py`` (commit ce98ec
    guidance ``l = l_u + w·(l_c − l_u)`` → divide by ``max(temperature, 1e-5)`` → top-k → top-p →
    softmax → draw.
 
-Guidance follows the suite's convention (:mod:`cgmbench.guidance`): ``guidance_scale = w`` in
+Guidance follows the suite's convention (:data:`cgmbench.generator.GUIDANCE_CONVENTION`): ``guidance_scale = w`` in
 ``l_u + w·(l_c − l_u)``, on logits. LlamaGen's ``cfg_scale`` is the same number (its code computes
 ``uncond + (cond − uncond)·cfg_scale``): ``w = cfg_scale``, identical. One difference: LlamaGen turns
 guidance off for any ``cfg_scale <= 1`` (so its ``cfg_scale = 0`` samples conditionally), whereas here
