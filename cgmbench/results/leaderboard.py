@@ -24,7 +24,6 @@ Rank bands
 from __future__ import annotations
 
 import html
-import json
 import os
 import re
 import sys
@@ -36,6 +35,7 @@ import pandas as pd
 from cgmbench.errors import CgmbenchError
 from cgmbench.results.pareto import direction, metric_base
 from cgmbench.paths import runs_dir
+from cgmbench.safe_paths import read_json
 from cgmbench.run.record import SCHEMA
 
 #: largest JSON file the collector reads (run records are a few KiB)
@@ -73,12 +73,12 @@ def collect_records(task: str, roots: list[str | Path] | None = None, warn=None)
         for path in files:
             if path.name in _SKIP_NAMES or path.name.startswith(".") or path.is_symlink():
                 continue
-            try:
+            try:  # only regular files, at most MAX_RECORD_BYTES: a FIFO named *.json never blocks
                 if path.stat().st_size > MAX_RECORD_BYTES:
                     continue
-                rec = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                warn(f"skipping unreadable {path}")
+                rec = read_json(path, "record", "run record", MAX_RECORD_BYTES, strict=False)
+            except (OSError, CgmbenchError) as e:
+                warn(f"skipping unreadable {path}: {e}")
                 continue
             if not isinstance(rec, dict) or rec.get("schema") != SCHEMA:
                 continue
