@@ -126,6 +126,22 @@ def metric_entry(record: dict, metric: str) -> dict | None:
     return {"value": float(v), "ci95": (float(ci[0]), float(ci[1])) if ok_ci else None, "n": m.get("n")}
 
 
+def entry_problem(entry: dict) -> str | None:
+    """Why a metric entry cannot be ranked (a non-finite value or interval, or an interval whose low end is above
+    its high end), or None when it can."""
+    import math
+
+    if not math.isfinite(entry["value"]):
+        return f"value {entry['value']!r} is not a finite number"
+    ci = entry.get("ci95")
+    if ci is not None:
+        if not all(math.isfinite(c) for c in ci):
+            return f"interval {list(ci)!r} is not finite"
+        if ci[0] > ci[1]:
+            return f"interval {list(ci)!r} is inverted (low above high)"
+    return None
+
+
 def comparability_key(record: dict, metric: str) -> dict:
     """The fields that must be equal for two records' ``metric`` values to be compared."""
     base = metric_base(metric)
@@ -192,6 +208,10 @@ def build(task: str, metric: str | None = None, roots=None, warn=None, records=N
         entry = metric_entry(rec, metric)
         if entry is None:
             excluded.append(f"{path}: no {metric} value")
+            continue
+        problem = entry_problem(entry)
+        if problem:  # never ranked: NaN or inf would sort first or last, an inverted interval means nothing
+            excluded.append(f"{path}: {metric} {problem}")
             continue
         key = comparability_key(rec, metric)
         if key not in keys:
