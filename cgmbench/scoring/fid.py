@@ -51,7 +51,7 @@ def folder_batches(folder: str | Path, batch_size: int) -> tuple[int, Iterator[n
 #: Largest batch of not-yet-resized images assembled for the network, in bytes. Only extractors whose prepare
 #: stage leaves the resize to the network stage (e.g. a resize on an accelerator) hand back full-size images;
 #: such a batch then holds at most this many bytes, or one image when a single image is larger.
-RAW_BATCH_BYTES = 64 << 20
+RAW_BATCH_BYTES = 16 << 20
 
 
 def folder_files(folder: str | Path) -> list[Path]:
@@ -92,6 +92,21 @@ def prepared_batches(extractor, files: list[Path], batch_size: int) -> Iterator[
             raw_bytes += raw
     if pending:
         yield _merge(pending)
+
+
+def _maybe_background(batches: Iterator[list]) -> Iterator[list]:
+    """Prepare the next batch in a background thread while the network runs, unless the batches hold
+    full-size images (an extractor that resizes in its network stage): prefetching would then keep several
+    full-size images alive at once, so they are prepared in turn."""
+    import itertools
+
+    from cgmbench.scoring.reference_stats import background
+
+    first = next(batches, None)
+    if first is None:
+        return iter(())
+    stream = itertools.chain([first], batches)
+    return stream if any(_raw_bytes(c) for c in first) else background(stream)
 
 
 def torch_from_numpy(arr: np.ndarray):
@@ -262,7 +277,7 @@ def fid(a, b, protocol: str | None = None, extractor: str | None = None, extract
                 "method": METHOD}
     else:
         from cgmbench.scoring.harness import load_extractor, provenance
-        from cgmbench.scoring.reference_stats import background, iter_feature_batches, stats_from_features
+        from cgmbench.scoring.reference_stats import iter_feature_batches, stats_from_features
 
         ext = load_extractor(extractor, protocol, extractor_weights, device)
         prov = provenance(ext, protocol, method=METHOD)
@@ -274,7 +289,7 @@ def fid(a, b, protocol: str | None = None, extractor: str | None = None, extract
             if s.count < 2:
                 raise CgmbenchError(f"{what} holds {s.count} image; FID needs at least 2 per side")
             if s.files is not None:  # a folder: each image resized as it is decoded (peak memory: one image)
-                feats = map(ext.features_of_prepared, background(prepared_batches(ext, s.files, batch_size)))
+                feats = map(ext.features_of_prepared, _maybe_background(prepared_batches(ext, s.files, batch_size)))
             else:
                 feats = iter_feature_batches(ext, s.batches, batch_size)
             try:
