@@ -97,12 +97,14 @@ _hash_cache: dict[tuple, str] = {}
 
 def sha256_file(path: str | Path) -> str:
     """SHA-256 of a file, read in 1 MiB chunks (cached by path, size and mtime)."""
-    path = Path(path)
+    from cgmbench.safe_paths import check_file, open_file
+
+    path = check_file(path, "checkpoint", "weights file")  # a regular file: a FIFO or device never blocks
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _hash_cache:
         h = hashlib.sha256()
-        with open(path, "rb") as f:
+        with open_file(path, "checkpoint", "weights file") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         _hash_cache[key] = h.hexdigest()

@@ -28,7 +28,6 @@ CPU tensors ``[B, 400]``.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -301,7 +300,9 @@ class I3DPt400(_VideoExtractor):
         self.net = model if model is not None else InceptionI3d(400, in_channels=3)
         if weights is not None:
             if isinstance(weights, (str, Path)):
-                self.weights_sha256 = hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+                from cgmbench.weights import sha256_file  # a regular file of bounded size, never a FIFO
+
+                self.weights_sha256 = sha256_file(weights)
             load_i3d_state_dict(self.net, weights)
         self.net.eval()
 
@@ -358,4 +359,6 @@ def load_styleganv_detector(path: str | Path) -> StyleGANVI3D:
     except Exception as exc:
         raise ExtractorError(f"cannot load {path} as TorchScript: {type(exc).__name__}: {exc}",
                              "pass StyleGAN-V's i3d_torchscript.pt") from exc
-    return StyleGANVI3D(detector, weights_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    from cgmbench.weights import sha256_file
+
+    return StyleGANVI3D(detector, weights_sha256=sha256_file(path))

@@ -107,10 +107,13 @@ def resolve_weights(spec: WeightsSpec, weights_path: str | os.PathLike | None = 
     if weights_path is None:
         path, digest = registry.resolve(spec.known_name)
         return ResolvedWeights(path=path, sha256=digest, is_official=True)
+    from cgmbench.safe_paths import check_file
+
     path = Path(weights_path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise CgmbenchError(f"weights file {path} does not exist or is not a file",
                             "pass the path of an existing file to --extractor-weights / weights_path=")
+    check_file(path, "checkpoint", "weights file")  # a regular file of bounded size, never a FIFO or device
     digest = sha256_file(path)
     return ResolvedWeights(path=path, sha256=digest, is_official=digest == spec.sha256)
 

@@ -12,6 +12,8 @@ Our baselines register exactly as a third-party package would, in its ``pyprojec
 
 from __future__ import annotations
 
+import os
+
 from importlib.metadata import entry_points
 
 from cgmbench.errors import CgmbenchError
@@ -69,6 +71,11 @@ def load_model(spec: str, task, checkpoint: str | None = None, device: str = "cp
         raise CgmbenchError(
             f"model {name!r} does not accept {task.condition_kind!r} conditions, which task {task.name!r} "
             f"({task.kind}) gives", f"{name} accepts: {', '.join(sorted(cls.condition_kinds)) or 'nothing'}")
+    if checkpoint is not None:  # a regular file (bounded) or a folder; a FIFO or device is refused at once
+        from cgmbench.safe_paths import check_file
+
+        if os.path.lexists(checkpoint) and not os.path.isdir(checkpoint):  # missing: the model says what to fetch
+            check_file(checkpoint, "checkpoint", "--checkpoint")
     if variant is None and checkpoint is None:
         variant = task.checkpoints.get(name)
     model = cls.load(task, variant=variant, checkpoint=checkpoint, device=device)

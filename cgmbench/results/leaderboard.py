@@ -24,7 +24,6 @@ Rank bands
 from __future__ import annotations
 
 import html
-import json
 import os
 import re
 import sys
@@ -36,6 +35,7 @@ import pandas as pd
 from cgmbench.errors import CgmbenchError
 from cgmbench.results.pareto import direction, metric_base
 from cgmbench.paths import runs_dir
+from cgmbench.safe_paths import read_json
 from cgmbench.run.record import SCHEMA
 
 #: largest JSON file the collector reads (run records are a few KiB)
@@ -73,12 +73,12 @@ def collect_records(task: str, roots: list[str | Path] | None = None, warn=None)
         for path in files:
             if path.name in _SKIP_NAMES or path.name.startswith(".") or path.is_symlink():
                 continue
-            try:
+            try:  # only regular files, at most MAX_RECORD_BYTES: a FIFO named *.json never blocks
                 if path.stat().st_size > MAX_RECORD_BYTES:
                     continue
-                rec = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                warn(f"skipping unreadable {path}")
+                rec = read_json(path, "record", "run record", MAX_RECORD_BYTES, strict=False)
+            except (OSError, CgmbenchError) as e:
+                warn(f"skipping unreadable {path}: {e}")
                 continue
             if not isinstance(rec, dict) or rec.get("schema") != SCHEMA:
                 continue
@@ -124,6 +124,22 @@ def metric_entry(record: dict, metric: str) -> dict | None:
     ci = m.get("ci95")
     ok_ci = isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(c, (int, float)) for c in ci)
     return {"value": float(v), "ci95": (float(ci[0]), float(ci[1])) if ok_ci else None, "n": m.get("n")}
+
+
+def entry_problem(entry: dict) -> str | None:
+    """Why a metric entry cannot be ranked (a non-finite value or interval, or an interval whose low end is above
+    its high end), or None when it can."""
+    import math
+
+    if not math.isfinite(entry["value"]):
+        return f"value {entry['value']!r} is not a finite number"
+    ci = entry.get("ci95")
+    if ci is not None:
+        if not all(math.isfinite(c) for c in ci):
+            return f"interval {list(ci)!r} is not finite"
+        if ci[0] > ci[1]:
+            return f"interval {list(ci)!r} is inverted (low above high)"
+    return None
 
 
 def comparability_key(record: dict, metric: str) -> dict:
@@ -192,6 +208,10 @@ def build(task: str, metric: str | None = None, roots=None, warn=None, records=N
         entry = metric_entry(rec, metric)
         if entry is None:
             excluded.append(f"{path}: no {metric} value")
+            continue
+        problem = entry_problem(entry)
+        if problem:  # never ranked: NaN or inf would sort first or last, an inverted interval means nothing
+            excluded.append(f"{path}: {metric} {problem}")
             continue
         key = comparability_key(rec, metric)
         if key not in keys:

@@ -201,7 +201,9 @@ def _runs_in(folder: Path) -> list[tuple[str, Path, dict]]:
 
     def one(d: Path):
         if (d / "run.json").is_file():
-            rec = json.loads((d / "run.json").read_text(encoding="utf-8"))
+            from cgmbench.safe_paths import read_json
+
+            rec = read_json(d / "run.json", "record", "run record", strict=False)
             return (rec.get("model") or {}).get("knobs") or {}, (rec.get("model") or {}).get("spec"), rec.get("n")
         if SampleStore.exists(d / "samples"):
             cfg = SampleStore.open(d / "samples").config

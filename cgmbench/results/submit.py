@@ -251,10 +251,18 @@ def _target(dest: Path, rel: PurePosixPath, name: str) -> Path:
 
 def extract_archive(archive: Path, dest: Path) -> Path:
     """Extract ``archive`` member by member into ``dest`` (see the module docstring); returns ``dest``."""
+    from cgmbench.safe_paths import open_file
+
     dest = dest.resolve()
     budget = _Budget()
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
+    with open_file(archive, "archive", "--samples", MAX_ARCHIVE_BYTES) as f:  # a regular file, opened once
+        return _extract_from(f, archive, dest, budget)
+
+
+def _extract_from(f, archive: Path, dest: Path, budget: "_Budget") -> Path:
+    if zipfile.is_zipfile(f):
+        f.seek(0)
+        with zipfile.ZipFile(f) as zf:
             for info in zf.infolist():
                 budget.member(info.filename)
                 rel = _safe_member(info.filename)
@@ -272,7 +280,8 @@ def extract_archive(archive: Path, dest: Path) -> Path:
                     _copy_limited(src, out, budget, info.filename)
         return dest
     try:
-        tf = tarfile.open(archive, "r:*")
+        f.seek(0)
+        tf = tarfile.open(fileobj=f, mode="r:*")
     except (tarfile.TarError, OSError):
         raise SubmissionRejected(f"{archive} is neither a folder nor a readable .zip/.tar/.tar.gz archive") from None
     with tf:
@@ -490,13 +499,18 @@ def submit(result: str | Path, samples: str | Path | None = None, leaderboards: 
             raise SubmissionRejected(f"--samples {src}: no such file or folder")
         if src.is_symlink():
             raise SubmissionRejected(f"--samples {src} is a symlink; give the folder or archive itself")
+        from cgmbench.safe_paths import check_file, is_regular_or_folder
+
+        if not src.is_dir():  # a FIFO or device (/dev/zero) is refused before a temp folder exists
+            if not is_regular_or_folder(src):
+                check_file(src, "archive", "--samples", MAX_ARCHIVE_BYTES)  # raises, naming what it is
+            if src.stat().st_size > MAX_ARCHIVE_BYTES:
+                raise SubmissionRejected(f"{src} is over the {MAX_ARCHIVE_BYTES}-byte limit")
         work = Path(tempfile.mkdtemp(prefix="cgmbench-submit-"))
         try:
             if src.is_dir():
                 root = src
             else:
-                if src.stat().st_size > MAX_ARCHIVE_BYTES:
-                    raise SubmissionRejected(f"{src} is over the {MAX_ARCHIVE_BYTES}-byte limit")
                 root = extract_archive(src, work / "extracted")
             store = load_samples(root, task, rec, work)
             rescored = rescore(rec, task, store, tolerance)

@@ -120,7 +120,10 @@ def merge_rank_indices(store) -> int:
         for shard in part.get("shards", []):
             if (shard["start"], shard["stop"]) in have:
                 continue
-            store._load_shard(shard)  # checks the file's SHA-256, dtype and shape
+            try:
+                store._load_shard(shard)  # checks the file's name, SHA-256, dtype and shape
+            except CgmbenchError:
+                continue  # damaged: its samples stay missing and are generated again
             store.index["shards"].append(shard)
             added += 1
         path.unlink()
@@ -170,7 +173,7 @@ def run_distributed(cfg, log=print) -> dict:
             task, n, out = p.task, p.n, p.out
             if r == 0:
                 store = open_store(out, p.config, cfg.resume, p.sample_shape)
-                if (out / "run.json").is_file():
+                if (out / "run.json").is_file() and not getattr(store, "repaired", []):
                     status = ("complete", load_record(out / "run.json"))
                 else:
                     merge_rank_indices(store)  # leftovers of an interrupted distributed attempt

@@ -85,11 +85,10 @@ def write_record(path: str | Path, record: dict) -> None:
 
 
 def load_record(path: str | Path) -> dict:
+    from cgmbench.safe_paths import read_json
+
     path = Path(path)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise CgmbenchError(f"cannot read run record {path}: {e}") from None
+    record = read_json(path, "record", "run record", strict=False)  # a regular file of bounded size, or one line
     validate_record(record, where=str(path))
     return record
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -25,6 +25,18 @@ from cgmbench.atomic import atomic_write_bytes, atomic_write_json
 from cgmbench.errors import CgmbenchError, IntegrityError
 
 FORMAT = "cgmbench.run.samples/1"
+
+
+_SHARD_NAME = re.compile(r"^[0-9]{8,}-[0-9]{8,}\.npy$")
+
+
+def check_shard_name(name, index_path: Path) -> str:
+    """A shard file name from an index: a plain ``START-STOP.npy`` inside the run folder, never a path."""
+    if not isinstance(name, str) or not _SHARD_NAME.match(name):
+        raise IntegrityError(f"{index_path}: shard file name {str(name)[:80]!r} is not a shard name like "
+                             "00000000-00000064.npy (names that leave the run folder are refused)",
+                             "the index was edited or is not cgmbench's; run again into a new --out")
+    return name
 
 
 class SampleStore:
@@ -40,13 +52,17 @@ class SampleStore:
 
     @classmethod
     def open(cls, root: str | Path) -> "SampleStore":
+        from cgmbench.safe_paths import read_json
+
         path = Path(root) / "index.json"
-        try:
-            index = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise CgmbenchError(f"cannot read the sample index {path}: {e}") from None
+        index = read_json(path, "record", "sample index", strict=False)  # regular file, bounded size
         if not isinstance(index, dict) or index.get("format") != FORMAT:
             raise CgmbenchError(f"{path} is not a cgmbench sample index ({FORMAT})")
+        shards = index.get("shards")
+        if isinstance(shards, list):
+            for shard in shards:
+                if isinstance(shard, dict):
+                    check_shard_name(shard.get("file"), path)
         return cls(root, index)
 
     @staticmethod
@@ -91,16 +107,49 @@ class SampleStore:
         self._save()
 
     def _load_shard(self, shard: dict) -> np.ndarray:
+        from cgmbench.safe_paths import is_regular_or_folder, read_bytes
+
+        check_shard_name(shard.get("file"), self.root / "index.json")
         path = self.root / shard["file"]
-        data = path.read_bytes() if path.is_file() else b""
+        # only a regular file inside the run folder is read (a FIFO/device reads as missing: never blocks)
+        data = read_bytes(path, "shard", "sample shard") if path.is_file() and is_regular_or_folder(path) else b""
         if hashlib.sha256(data).hexdigest() != shard["sha256"]:
             raise IntegrityError(f"sample shard {path} is missing or corrupt (checksum mismatch)",
-                                "delete the run folder and run again")
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
+                                 "run the same command with --resume: it regenerates damaged shards")
+        try:
+            arr = np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise IntegrityError(f"sample shard {path} is not a readable .npy array: {e}",
+                                 "run the same command with --resume: it regenerates damaged shards") from None
         if arr.dtype != np.uint8 or tuple(arr.shape) != (shard["stop"] - shard["start"], *self.sample_shape):
             raise CgmbenchError(f"sample shard {path} has shape {arr.shape}, expected "
                                 f"{(shard['stop'] - shard['start'], *self.sample_shape)}")
         return arr
+
+    def verify(self) -> list[tuple[dict, str]]:
+        """``(shard, what is wrong)`` for every listed shard that is missing, corrupt or mis-shaped."""
+        bad = []
+        for shard in self.index["shards"]:
+            try:
+                self._load_shard(shard)
+            except CgmbenchError as e:
+                bad.append((shard, str(e)))
+        return bad
+
+    def drop_damaged(self) -> list[tuple[dict, str]]:
+        """Verify every shard; unlist (and delete) the damaged ones so that :meth:`missing` names their samples
+        again. Samples are a pure function of their index, so regenerating them restores the run exactly.
+        Returns what was dropped (empty: every shard verified)."""
+        bad = self.verify()
+        if bad:
+            dropped = {id(s) for s, _ in bad}
+            self.index["shards"] = [s for s in self.index["shards"] if id(s) not in dropped]
+            self._save()
+            for shard, _ in bad:
+                path = self.root / shard["file"]
+                if path.is_file() or path.is_symlink():
+                    path.unlink()
+        return bad
 
     def iter_batches(self, n: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """``(start, samples)`` in index order over 0..n-1 (which must all be present)."""

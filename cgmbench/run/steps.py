@@ -135,7 +135,12 @@ def open_store(out: Path, config: dict, resume: bool, sample_shape) -> SampleSto
             raise CgmbenchError(f"output folder {out} holds a different run (differs in: {', '.join(diff)})",
                                 "--resume continues only the same task, model, knobs, N and seed; "
                                 "choose another --out")
+        # every shard is verified on resume, also of a complete run; damaged or missing ones are unlisted and
+        # regenerated (sample i depends only on (seed, task, i)): store.repaired says what was dropped
+        store.repaired = store.drop_damaged()
         return store
+    if out.exists() and not out.is_dir():
+        raise CgmbenchError(f"--out {out} exists and is not a folder", "choose a new or empty folder for --out")
     if out.exists() and any(out.iterdir()):
         raise CgmbenchError(f"output folder {out} is not empty and holds no cgmbench run",
                             "choose an empty or new --out")

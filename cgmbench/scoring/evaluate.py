@@ -60,7 +60,11 @@ def _run_metrics(run_dir: Path, record: dict, options) -> tuple[dict, list[str]]
 
     task = _task(record["task"]["name"])
     _check_spec(task, record["task"].get("spec_sha256"), "this run")
-    root = run_dir / record.get("samples", {}).get("dir", "samples")
+    sub = (record.get("samples") or {}).get("dir", "samples")
+    if not isinstance(sub, str) or sub in ("", ".", "..") or "/" in sub or "\\" in sub:
+        raise CgmbenchError(f"{run_dir}/run.json: samples.dir {str(sub)[:80]!r} is not a folder name inside the run "
+                            "folder (paths that leave it are refused)")
+    root = run_dir / sub
     if not SampleStore.exists(root):
         raise CgmbenchError(f"{root} holds no sample index (index.json)")
     store = SampleStore.open(root)
@@ -81,7 +85,9 @@ def _run_metrics(run_dir: Path, record: dict, options) -> tuple[dict, list[str]]
 def _load_run(run_dir: Path) -> dict:
     from cgmbench.run.record import load_record
 
-    path = run_dir / "run.json"
+    from cgmbench.safe_paths import check_folder
+
+    path = check_folder(run_dir, "run folder") / "run.json"
     if not path.is_file():
         raise CgmbenchError(f"{run_dir} holds no run.json", "score a folder written by `cgmbench run`")
     return load_record(path)

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from cgmbench.errors import CgmbenchError
+from cgmbench.errors import CgmbenchError, IntegrityError
 
 DEFAULT_PROTOCOL = "clean"
 DEFAULT_EXTRACTOR = "inception-v3"
@@ -30,15 +30,9 @@ METHOD = "Fréchet distance of float64 moments (symmetric eigen method)"
 
 def folder_batches(folder: str | Path, batch_size: int) -> tuple[int, Iterator[np.ndarray]]:
     """``(count, batches)``: uint8 ``[B, 3, H, W]`` batches of one size each, files in name order."""
-    from cgmbench.images import list_images, read_image
+    from cgmbench.images import read_image
 
-    path = Path(folder)
-    if not path.is_dir():
-        raise CgmbenchError(f"image folder {path} does not exist or is not a folder")
-    files = list_images(path)
-    if not files:
-        raise CgmbenchError(f"image folder {path} holds no images",
-                            "expected .png, .jpg, .jpeg, .bmp, .webp or .tif files directly in the folder")
+    files = folder_files(folder)
 
     def batches() -> Iterator[np.ndarray]:
         group: list[np.ndarray] = []
@@ -52,6 +46,113 @@ def folder_batches(folder: str | Path, batch_size: int) -> tuple[int, Iterator[n
             yield np.stack(group)
 
     return len(files), batches()
+
+
+#: Largest batch of not-yet-resized images assembled for the network, in bytes. Only extractors whose prepare
+#: stage leaves the resize to the network stage (e.g. a resize on an accelerator) hand back full-size images;
+#: such a batch then holds at most this many bytes, or one image when a single image is larger.
+RAW_BATCH_BYTES = 16 << 20
+
+
+def folder_files(folder: str | Path) -> list[Path]:
+    """The image files of ``folder`` in name order (refusing a folder that is missing, not a folder or empty)."""
+    from cgmbench.images import list_images
+    from cgmbench.safe_paths import check_folder
+
+    path = check_folder(folder, "image folder")
+    files = list_images(path)
+    if not files:
+        raise CgmbenchError(f"image folder {path} holds no images",
+                            "expected .png, .jpg, .jpeg, .bmp, .webp or .tif files directly in the folder")
+    return files
+
+
+def prepared_batches(extractor, files: list[Path], batch_size: int) -> Iterator[list]:
+    """Network batches of the images in ``files``, each image decoded and passed through the extractor's
+    prepare stage (the protocol's resize) as soon as it is read, so that at most one full-resolution image is
+    alive at a time: peak memory does not grow with the image size beyond one image (issue 12, item 5).
+
+    The batches are those of :func:`folder_batches` (``batch_size`` images, cut where the prepared shape
+    changes), and preparing is per image, so the features are the same as preparing whole batches."""
+    from cgmbench.images import read_image
+
+    pending: list = []
+    raw_bytes = 0
+    for file in files:
+        image = torch_from_numpy(read_image(file)[None])
+        chunks = extractor.prepare(image, 1)
+        del image
+        for chunk in chunks:
+            raw = _raw_bytes(chunk)
+            if pending and (len(pending) >= batch_size or not _mergeable(pending[0], chunk)
+                            or (raw and raw_bytes + raw > RAW_BATCH_BYTES)):
+                yield _merge(pending)
+                pending, raw_bytes = [], 0
+            pending.append(chunk)
+            raw_bytes += raw
+    if pending:
+        yield _merge(pending)
+
+
+def _maybe_background(batches: Iterator[list]) -> Iterator[list]:
+    """Prepare the next batch in a background thread while the network runs, unless the batches hold
+    full-size images (an extractor that resizes in its network stage): prefetching would then keep several
+    full-size images alive at once, so they are prepared in turn."""
+    import itertools
+
+    from cgmbench.scoring.reference_stats import background
+
+    first = next(batches, None)
+    if first is None:
+        return iter(())
+    stream = itertools.chain([first], batches)
+    return stream if any(_raw_bytes(c) for c in first) else background(stream)
+
+
+def torch_from_numpy(arr: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def _tensor_of(chunk):
+    import torch
+
+    if isinstance(chunk, torch.Tensor):
+        return chunk
+    x = getattr(chunk, "x", None)
+    return x if isinstance(x, torch.Tensor) else None
+
+
+def _raw_bytes(chunk) -> int:
+    """Bytes of a chunk that still holds uint8 full-size images (prepared chunks count 0)."""
+    import torch
+
+    if isinstance(chunk, torch.Tensor) and chunk.dtype == torch.uint8:
+        return chunk.numel()
+    return 0
+
+
+def _mergeable(a, b) -> bool:
+    ta, tb = _tensor_of(a), _tensor_of(b)
+    return (type(a) is type(b) and ta is not None and tb is not None and ta.dtype == tb.dtype
+            and tuple(ta.shape[1:]) == tuple(tb.shape[1:]))
+
+
+def _merge(chunks: list) -> list:
+    """One network chunk from per-image chunks (plain tensors or prepared batches with a tensor ``x``)."""
+    import dataclasses
+
+    import torch
+
+    if len(chunks) == 1 or _tensor_of(chunks[0]) is None:
+        return chunks
+    x = torch.cat([_tensor_of(c) for c in chunks])
+    if isinstance(chunks[0], torch.Tensor):
+        return [x]
+    if dataclasses.is_dataclass(chunks[0]):
+        return [dataclasses.replace(chunks[0], x=x)]
+    return chunks  # an unknown prepared type: one network call per image (same features)
 
 
 def as_uint8_images(value: Any, what: str = "images") -> np.ndarray:
@@ -76,6 +177,7 @@ class _Side:
     label: str
     count: int = 0
     batches: Iterator[np.ndarray] | None = None
+    files: list[Path] | None = None  # a folder: decoded and prepared image by image
     stats: Any = None  # ReferenceStats
     meta: dict | None = None
 
@@ -88,12 +190,19 @@ def _load_npz(path: Path):
         if stats is None:  # pragma: no cover - both files were just seen
             raise CgmbenchError(f"reference statistics {path} cannot be read")
         return stats
+    from cgmbench.safe_paths import bytes_io
+
+    data_file = bytes_io(path, "statistics", "statistics file")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(data_file, allow_pickle=False) as data:
             mu, sigma = np.asarray(data["mu"], np.float64), np.asarray(data["sigma"], np.float64)
-    except (OSError, ValueError, KeyError) as e:
-        raise CgmbenchError(f"{path} is not a statistics file with 'mu' and 'sigma' arrays: {e}",
-                            "pass a .npz written by `cgmbench stats` (or one holding mu and sigma)") from None
+    except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, zlib.error, KeyError, ValueError: one line
+        raise IntegrityError(f"{path} is not a readable statistics file with 'mu' and 'sigma' arrays "
+                             f"({type(e).__name__}: {e})",
+                             "pass a .npz written by `cgmbench stats` (or one holding mu and sigma)") from None
+    d = mu.shape[0] if mu.ndim == 1 else -1
+    if d < 1 or sigma.shape != (d, d):
+        raise IntegrityError(f"{path}: mu {mu.shape} and sigma {sigma.shape} do not fit together")
     return ReferenceStats(key=None, mu=mu, sigma=sigma, n=None, features=None, meta={}, path=path)
 
 
@@ -105,12 +214,13 @@ def _side(value: Any, label: str, batch_size: int) -> _Side:
     if isinstance(value, (str, Path)):
         path = Path(value)
         if path.suffix == ".npz":
-            if not path.is_file():
-                raise CgmbenchError(f"statistics file {path} does not exist")
+            from cgmbench.safe_paths import check_file
+
+            check_file(path, "statistics", "statistics file")  # a regular file of bounded size
             stats = _load_npz(path)
             return _Side(label, stats=stats, meta=stats.meta or {})
-        count, batches = folder_batches(path, batch_size)
-        return _Side(label, count, batches)
+        files = folder_files(path)
+        return _Side(label, len(files), files=files)
     images = as_uint8_images(value, f"images {label}")
     return _Side(label, len(images), (images[i:i + batch_size] for i in range(0, len(images), batch_size)))
 
@@ -178,8 +288,12 @@ def fid(a, b, protocol: str | None = None, extractor: str | None = None, extract
             what = _describe(a if s.label == "a" else b)
             if s.count < 2:
                 raise CgmbenchError(f"{what} holds {s.count} image; FID needs at least 2 per side")
+            if s.files is not None:  # a folder: each image resized as it is decoded (peak memory: one image)
+                feats = map(ext.features_of_prepared, _maybe_background(prepared_batches(ext, s.files, batch_size)))
+            else:
+                feats = iter_feature_batches(ext, s.batches, batch_size)
             try:
-                mu, sigma, n, _ = stats_from_features(iter_feature_batches(ext, s.batches, batch_size), max_features=0)
+                mu, sigma, n, _ = stats_from_features(feats, max_features=0)
             except ValueError as error:
                 raise CgmbenchError(f"{what}: {error}") from None
             s.stats, s.count = (mu, sigma), n

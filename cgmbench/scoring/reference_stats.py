@@ -136,25 +136,59 @@ def save_stats(stats: ReferenceStats, folder: Path | None = None) -> Path:
 
 def load_stats(key: str, folder: Path | None = None) -> ReferenceStats | None:
     """The cached statistics ``key``, verified; None when absent; :class:`CgmbenchError` when corrupt."""
+    from cgmbench.safe_paths import bytes_io, read_json
+
     folder = Path(folder) if folder is not None else stats_dir()
     path, meta_path = folder / f"{key}.npz", folder / f"{key}.json"
-    if not path.is_file() or not meta_path.is_file():
+    if not path.exists() and not meta_path.exists():
         return None
     redo = "delete both files and run `cgmbench stats --task TASK` again"
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        with np.load(path, allow_pickle=False) as data:
+    if not path.is_file() or not meta_path.is_file():
+        raise IntegrityError(f"reference statistics {key}: only one of {path.name} and {meta_path.name} is a "
+                             f"regular file in {folder}", redo)
+    try:  # every failure to read is an IntegrityError line: truncated zip, torn JSON, missing arrays
+        meta = read_json(meta_path, "record", "reference statistics record")
+        with np.load(bytes_io(path, "statistics", "reference statistics"), allow_pickle=False) as data:
             mu, sigma = data["mu"], data["sigma"]
             features = data["features"] if "features" in data.files else None
-    except (OSError, ValueError, KeyError) as e:
-        raise CgmbenchError(f"reference statistics {path} cannot be read: {e}", redo) from None
-    if meta.get("format") != FORMAT or meta.get("key") != key:
-        raise CgmbenchError(f"reference statistics {meta_path} do not describe key {key}", redo)
+    except CgmbenchError as e:
+        raise IntegrityError(e.message, redo) from None
+    except Exception as e:  # noqa: BLE001 - zipfile.BadZipFile, EOFError, zlib.error, KeyError, ValueError ...
+        raise IntegrityError(f"reference statistics {path} cannot be read ({type(e).__name__}: {e})", redo) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("key") != key:
+        raise IntegrityError(f"reference statistics {meta_path} do not describe key {key}", redo)
     digest = _content_sha256(mu, sigma, features)
     if digest != meta.get("content_sha256"):
         raise IntegrityError(f"reference statistics {path} have content sha256 {digest}, but {meta_path.name} "
-                            f"records {meta.get('content_sha256')} (corrupt or edited file)", redo)
+                             f"records {meta.get('content_sha256')} (corrupt or edited file)", redo)
+    d = mu.shape[0] if mu.ndim == 1 else -1
+    if d < 1 or sigma.shape != (d, d) or not isinstance(meta.get("n"), int) or meta["n"] < 2:
+        raise IntegrityError(f"reference statistics {path}: mu {mu.shape}, sigma {sigma.shape} and n "
+                             f"{meta.get('n')!r} do not fit together", redo)
     return ReferenceStats(key, mu, sigma, int(meta["n"]), features, meta, path)
+
+
+def load_or_discard(key: str, log: Callable[[str], None] | None = None) -> ReferenceStats | None:
+    """The cached statistics ``key`` if they verify; a cache entry that does not verify is deleted (it is
+    derived data: recomputing it from the reference images gives the true content) and None returned."""
+    try:
+        return load_stats(key)
+    except IntegrityError as error:
+        (log or _warn)(f"cgmbench: warning: {error.message}; recomputing the reference statistics")
+        for suffix in (".npz", ".json"):
+            target = stats_dir() / f"{key}{suffix}"
+            if target.is_file() or target.is_symlink():
+                target.unlink()
+            elif target.exists():
+                raise IntegrityError(f"cache entry {target} is not a regular file and cannot be replaced",
+                                     "remove it by hand") from None
+        return None
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------ computing
@@ -311,7 +345,7 @@ def reference_stats(task, extractor, protocol: str, max_features: int = MAX_FEAT
     key = stats_key(refs.digest, extractor.name, extractor.weights_sha256, protocol, refs.resolution, max_features,
                     _extractor_record(extractor))
     if use_cache:
-        cached = load_stats(key)
+        cached = load_or_discard(key, log)
         if cached is not None:
             return cached
     if log:
@@ -371,7 +405,7 @@ def adm_reference_stats(task, extractor, protocol: str, max_features: int = MAX_
     data = load_adm_batch(path)
     key = stats_key(f"adm:{file_sha}", extractor.name, extractor.weights_sha256, protocol, task.resolution,
                     max_features, _extractor_record(extractor))
-    cached = load_stats(key)
+    cached = load_or_discard(key)
     if cached is not None:
         return cached
     images = load_adm_batch(path, images=True).get("arr_0")

@@ -58,6 +58,7 @@ from cgmbench.errors import CgmbenchError
 
 _TOP_KEYS = {"name", "kind", "description", "resolution", "frames", "num_samples", "conditions", "reference",
              "metrics", "sweep", "checkpoints", "data", "targets"}
+DATA_KEYS = ("license", "attribution", "obtain")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
@@ -162,9 +163,10 @@ def load_task(name_or_path: str) -> TaskSpec:
     """Load and validate a task by name or by ``.toml`` path."""
     path = Path(name_or_path)
     if name_or_path.endswith(".toml"):
-        if not path.is_file():
-            raise CgmbenchError(f"task file {name_or_path} does not exist")
         return parse_task_file(path)
+    if not _NAME_RE.match(name_or_path):  # "../x", "a/b": a name never leaves the task folders
+        raise CgmbenchError(f"task {name_or_path!r} is neither a task name nor a path to a .toml spec",
+                            "a task name is lower-case letters, digits and '-'; give a file as PATH.toml")
     for d in task_dirs():
         candidate = d / f"{name_or_path}.toml"
         if candidate.is_file():
@@ -174,7 +176,9 @@ def load_task(name_or_path: str) -> TaskSpec:
 
 
 def parse_task_file(path: Path) -> TaskSpec:
-    raw = path.read_bytes()
+    from cgmbench.safe_paths import read_bytes
+
+    raw = read_bytes(path, "task file")  # a regular file of at most 1 MiB (cgmbench/safe_paths.py)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
@@ -250,6 +254,10 @@ def validate_task_dict(data: dict, where: str = "<dict>") -> TaskSpec:
     dat = _need(data, "data", dict, where)
     for key in ("license", "attribution", "obtain"):
         _need(dat, key, str, f"{where} [data]")
+    unknown_keys = sorted(set(dat) - set(DATA_KEYS))  # a typo must not silently change nothing (issue 12)
+    if unknown_keys:
+        raise CgmbenchError(f"task spec {where} [data]: unknown key(s) {unknown_keys}",
+                            f"[data] holds: {', '.join(DATA_KEYS)}")
     return TaskSpec(
         name=name, kind=kind, description=str(data.get("description", "")), resolution=resolution,
         num_samples=num_samples, conditions=dict(data["conditions"]), reference=dict(data["reference"]),
