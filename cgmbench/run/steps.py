@@ -11,6 +11,7 @@ is never touched; a complete record is only rewritten by ``--resume`` of the sam
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -140,6 +141,12 @@ def open_store(out: Path, config: dict, resume: bool, sample_shape) -> SampleSto
     check_out_folder(out)
     if out.is_dir():
         remove_leftovers(out)
+    if not (out / "run.json").is_file() and SampleStore.exists(root) and _holds_no_samples(root):
+        # a run that failed or was killed before its first shard holds nothing of value: start it afresh,
+        # so a retry with corrected options is not blocked by the index the failed attempt wrote
+        (root / "index.json").unlink()
+        if is_pristine(out):
+            return SampleStore.create(root, config, sample_shape)
     if (out / "run.json").is_file() or SampleStore.exists(root):
         if not resume:
             state = "a complete run" if (out / "run.json").is_file() else "an interrupted run"
@@ -159,6 +166,15 @@ def open_store(out: Path, config: dict, resume: bool, sample_shape) -> SampleSto
         raise CgmbenchError(f"output folder {out} is not empty and holds no cgmbench run",
                             "choose an empty or new --out")
     return SampleStore.create(root, config, sample_shape)
+
+
+def _holds_no_samples(root: Path) -> bool:
+    """True when ``root/index.json`` lists no shard and no other file lies beside it."""
+    try:
+        index = SampleStore.open(root).index
+    except CgmbenchError:
+        return False
+    return not index["shards"] and all(n == "index.json" or n.startswith(".") for n in os.listdir(root))
 
 
 def sample_into(model, task, source, store, missing, cfg, knobs, sample_shape, n):
