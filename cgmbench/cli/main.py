@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if isinstance(getattr(args, "device", None), str):  # every command's --device: cpu, cuda[:N], mps or auto
+            args.device = resolve_device(args.device)
         return COMMANDS[args.command](args)
     except BrokenPipeError:  # e.g. `cgmbench info T | head`
         return 0

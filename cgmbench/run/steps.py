@@ -144,8 +144,8 @@ def open_store(out: Path, config: dict, resume: bool, sample_shape) -> SampleSto
     if not (out / "run.json").is_file() and SampleStore.exists(root) and _holds_no_samples(root):
         # a run that failed or was killed before its first shard holds nothing of value: start it afresh,
         # so a retry with corrected options is not blocked by the index the failed attempt wrote
-        (root / "index.json").unlink()
-        if is_pristine(out):
+        if all(n == "samples" or (n.startswith(".") and n.endswith(".tmp")) for n in os.listdir(out)):
+            (root / "index.json").unlink()
             return SampleStore.create(root, config, sample_shape)
     if (out / "run.json").is_file() or SampleStore.exists(root):
         if not resume:

@@ -190,6 +190,25 @@ def test_sigkill_at_every_write_step_resumes_to_the_identical_run(task, tmp_path
         assert not [p for p in out.rglob(".*.tmp")], (k, when)  # leftovers of the killed write are gone
 
 
+def test_sigkill_at_every_write_step_of_a_sweep_finishes_to_the_identical_sweep(task, tmp_path):
+    args = ["sweep", "--task", task, "--model", "noise", "--num-samples", "4", "--batch-size", "4", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "ref")]) == 0
+    ref = json.loads((tmp_path / "ref" / "sweep.json").read_text())
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER.format(repo=str(REPO)))
+    # writes: sweep.json (pending), index, shard, index, run.json, sweep.json (complete)
+    for k, when in [(0, "mkdir")] + [(k, w) for k in range(1, 7) for w in ("before", "after")]:
+        out = tmp_path / f"kill-{k}-{when}"
+        proc = subprocess.run([sys.executable, str(script), str(k), when, *args, "--out", str(out)],
+                              capture_output=True, text=True)
+        assert proc.returncode == -signal.SIGKILL, (k, when, proc.stderr[-500:])
+        assert main([*args, "--out", str(out)]) == 0, (k, when)  # the same command finishes it
+        index = json.loads((out / "sweep.json").read_text())
+        assert [(p["dir"], p["status"], p["identity_sha256"]) for p in index["points"]] == \
+            [(p["dir"], p["status"], p["identity_sha256"]) for p in ref["points"]], (k, when)
+        assert not [p for p in out.rglob(".*.tmp")], (k, when)
+
+
 def test_a_folder_killed_right_after_samples_was_created_is_accepted(task, tmp_path):
     ref = _reference(task, tmp_path)
     for i, extra in enumerate(([], [".index.json.x1y2.tmp"])):
@@ -338,8 +357,10 @@ def test_hostile_options_leave_nothing_behind(task, tmp_path, capsys):
         assert main(["run", "--task", task, "--model", "oracle", "--num-samples", "4", "--out", str(target),
                      "--device", "cpu"]) == 2
         assert "not a folder" in one_line(capsys) or "is a file" in capsys.readouterr().err
-    assert main(["run", "--task", task, "--model", "oracle", "--device", "tpu"]) == 2
-    assert "not a device" in one_line(capsys)
+    for cmd in (["run", "--task", task, "--model", "oracle"], ["fid", str(tmp_path), str(tmp_path)],
+                ["score", str(tmp_path)], ["sweep", "--task", task, "--model", "oracle"]):
+        assert main([*cmd, "--device", "tpu"]) == 2
+        assert "not a device" in one_line(capsys)
 
 
 @pytest.mark.parametrize("body, words", [
