@@ -8,12 +8,20 @@ import tempfile
 from pathlib import Path
 
 
+def _umask_mode() -> int:
+    """``0o666`` less the process umask: the mode ``open()`` would give a new file (mkstemp gives 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _umask_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -35,11 +43,12 @@ def atomic_create_json(path: str | Path, obj) -> bool:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write((json.dumps(obj, indent=2) + "\n").encode("utf-8"))
-        f.flush()
-        os.fsync(f.fileno())
     try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _umask_mode())
+            f.write((json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
         os.link(tmp, path)  # fails if path exists
         return True
     except FileExistsError:

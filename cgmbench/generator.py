@@ -23,6 +23,7 @@ model for a task, a checkpoint variant (``--model NAME:VARIANT``) or a file (``-
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -196,8 +197,49 @@ class Generator(ABC):
         }
 
 
+class NonFiniteSamples(CgmbenchError):
+    """A model produced NaN or infinite values; ``index`` is the first bad sample of the ``batch`` samples
+    handed to :func:`to_uint8` (the run's batch loop turns it into the run's sample index)."""
+
+    def __init__(self, index: int, batch: int, count: int):
+        self.index, self.batch, self.count = index, batch, count
+        super().__init__(f"model output holds non-finite values (NaN or inf) in {count} of {batch} sample(s), "
+                         f"the first at position {index} of the batch",
+                         "check the checkpoint and knobs, or opt in to --allow-nonfinite")
+
+
+#: the policy of the enclosing :func:`nonfinite_policy` block (None outside any: non-finite values raise)
+_NONFINITE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("cgmbench_nonfinite", default=None)
+
+
+@contextlib.contextmanager
+def nonfinite_policy(allow: bool):
+    """Within the block, :func:`to_uint8` raises :class:`NonFiniteSamples` on NaN/inf (``allow=False``) or, with
+    ``allow=True``, maps NaN and -inf to 0, +inf to 255 and counts the affected samples in the yielded
+    ``{"samples": count}``."""
+    state = {"allow": bool(allow), "samples": 0}
+    token = _NONFINITE.set(state)
+    try:
+        yield state
+    finally:
+        _NONFINITE.reset(token)
+
+
 def to_uint8(x: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
-    """Map float samples in ``value_range`` to uint8 with rounding (not truncation) and clamping."""
+    """Map float samples in ``value_range`` to uint8 with rounding (not truncation) and clamping.
+
+    Non-finite values are never clamped silently: they raise :class:`NonFiniteSamples` unless the caller opted in
+    with :func:`nonfinite_policy` ``(allow=True)``, which counts them."""
     lo, hi = value_range
-    y = (x.detach().float() - lo) * (255.0 / (hi - lo))
+    x = x.detach().float()
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        per_sample = (~finite).reshape(x.shape[0], -1).any(1) if x.ndim > 1 else ~finite
+        count = int(per_sample.sum())
+        state = _NONFINITE.get()
+        if state is None or not state["allow"]:
+            raise NonFiniteSamples(int(per_sample.nonzero()[0, 0]), int(per_sample.numel()), count)
+        state["samples"] += count
+        x = torch.nan_to_num(x, nan=lo, posinf=hi, neginf=lo)
+    y = (x - lo) * (255.0 / (hi - lo))
     return y.round().clamp_(0, 255).to(torch.uint8)

@@ -17,6 +17,8 @@ Shipped tiny checkpoints (trained by cgmbench) live in the package, with their S
 
 from __future__ import annotations
 
+import contextvars
+
 import hashlib
 import json
 import os
@@ -175,10 +177,18 @@ def verify(kf: KnownFile, path: Path) -> str:
     return digest
 
 
+#: while a model loads (:func:`cgmbench.models.registry.load_model`): the known files it resolved, so that a file
+#: that fails to parse can be named with the command that fetches it again
+_RESOLVED: "contextvars.ContextVar[list | None]" = contextvars.ContextVar("cgmbench_resolved", default=None)
+
+
 def resolve(name: str) -> tuple[Path, str]:
     """``(path, sha256)`` of a known file, verified; a clear error when it is missing or wrong."""
     kf = known_file(name)
     path = destination(kf)
+    seen = _RESOLVED.get()
+    if seen is not None:
+        seen.append((kf, path))
     if not path.is_file():
         raise _missing_error(kf, path)
     return path, verify(kf, path)
@@ -290,9 +300,18 @@ def shipped_dir() -> Path:
     return Path(__file__).resolve().parent / "shipped"
 
 
+def refetch_hint(kf: "KnownFile") -> str:
+    """How to get a known file again (what :func:`_missing_error` tells)."""
+    how = f"`cgmbench weights fetch {kf.name}`" if kf.url else (kf.obtain or f"download it from {_where(kf)}")
+    return f"delete it and get it again: {how}"
+
+
 def shipped(filename: str) -> tuple[Path, str]:
     """``(path, sha256)`` of a shipped safetensors file; a clear error if the installation lacks it."""
     path = shipped_dir() / filename
+    seen = _RESOLVED.get()
+    if seen is not None:
+        seen.append((None, path))
     if not path.is_file():
         raise CgmbenchError(f"shipped weights {filename} are missing from this installation ({path})",
                             "reinstall cgmbench, or retrain them with the command in docs/weights.md")

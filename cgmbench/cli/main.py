@@ -226,18 +226,25 @@ COMMANDS.update(REPRODUCE_COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cgmbench.cli.faults import describe_failure, split_debug
+
+    argv, debug = split_debug(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if isinstance(getattr(args, "device", None), str):  # every command's --device: cpu, cuda[:N], mps or auto
+            args.device = resolve_device(args.device)
         return COMMANDS[args.command](args)
-    except CgmbenchError as e:
-        print(f"cgmbench: error: {e}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # e.g. `cgmbench info T | head`
         return 0
     except KeyboardInterrupt:
         print("cgmbench: interrupted; the samples so far are kept, continue with --resume", file=sys.stderr)
         return 130
+    except (Exception, RecursionError, MemoryError) as e:  # noqa: BLE001 - every failure ends in one line
+        if debug:
+            raise
+        print(f"cgmbench: error: {describe_failure(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

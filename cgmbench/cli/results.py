@@ -43,6 +43,9 @@ def register(subparsers) -> None:
                     help="folder of runs (repeatable; default: the runs folder plus leaderboards/<task>/)")
     lb.add_argument("--format", choices=["table", "csv", "markdown", "html"], default="table")
     lb.add_argument("--metric", help="metric to rank on (default: judge, else the task's first recorded)")
+    lb.add_argument("--rank-claims", action="store_true",
+                    help="rank submissions whose numbers were not re-scored (status 'claimed') with the others; "
+                         "by default they are listed after the ranked rows with band 'claim'")
     lb.add_argument("--html-out", help="with --format html: file to write (default leaderboards/<task>/index.html)")
     lb.add_argument("--by", metavar="COLUMN",
                     help="print a per-category table instead of the ranking: one column per value of the prompt "
@@ -106,7 +109,8 @@ def cmd_leaderboard(args) -> int:
                "markdown": lambda: lbm.dataframe_markdown(table)}.get(args.format)
         sys.stdout.write(out() if out else table.to_string(index=False) + "\n")
         return 0
-    lb = lbm.build(args.task, args.metric, roots=args.runs, records=records)
+    lb = lbm.build(args.task, args.metric, roots=args.runs, records=records,
+                   rank_claims=bool(getattr(args, "rank_claims", False)))
     if args.format == "csv":
         sys.stdout.write(lbm.render_csv(lb))
     elif args.format == "markdown":

@@ -13,6 +13,7 @@ Our baselines register exactly as a third-party package would, in its ``pyprojec
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from importlib.metadata import entry_points
 
@@ -78,7 +79,7 @@ def load_model(spec: str, task, checkpoint: str | None = None, device: str = "cp
             check_file(checkpoint, "checkpoint", "--checkpoint")
     if variant is None and checkpoint is None:
         variant = task.checkpoints.get(name)
-    model = cls.load(task, variant=variant, checkpoint=checkpoint, device=device)
+    model = _load_checked(cls, name, task, variant, checkpoint, device)
     model.name = name
     if task.condition_kind not in model.condition_kinds:  # a model class may serve several kinds by checkpoint
         what = model.checkpoint.name if model.checkpoint else spec
@@ -89,3 +90,41 @@ def load_model(spec: str, task, checkpoint: str | None = None, device: str = "cp
     check_model_resolution(tuple(model.resolution), task,
                            f"{name} checkpoint {model.checkpoint.name if model.checkpoint else name}")
     return model
+
+
+def _load_checked(cls, name: str, task, variant, checkpoint, device) -> Generator:
+    """``cls.load(...)``, with any failure to read a weights file (a partial download, junk, a malformed companion
+    JSON) turned into one :class:`~cgmbench.errors.IntegrityError` naming the file, what is wrong and how to get it
+    again. Errors a family already words for the user pass through unchanged."""
+
+    from cgmbench import weights
+    from cgmbench.errors import IntegrityError
+
+    seen: list = []
+    token = weights._RESOLVED.set(seen)
+    try:
+        return cls.load(task, variant=variant, checkpoint=checkpoint, device=device)
+    except CgmbenchError:
+        raise
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - a file the family could not parse
+        what = " ".join(f"{type(e).__name__}: {e}".split())[:240]
+        if "weights_only" in str(e):  # never pass on torch's advice to unpickle an untrusted file
+            what = "not a plain tensor file: torch.load(weights_only=True) refused it"
+        if checkpoint is not None:
+            path = Path(checkpoint)
+            files = [path] + ([path.with_suffix(".json")] if path.with_suffix(".json").is_file() else [])
+            raise IntegrityError(
+                f"model {name!r} cannot load the checkpoint {' / '.join(map(str, files))} ({what})",
+                "the file is damaged, incomplete (a partial download?) or not this model's checkpoint: download "
+                "it again and compare its sha256 with the publisher's (`cgmbench weights list` shows the "
+                "official files)") from e
+        if seen:
+            kf, path = seen[-1]
+            hint = weights.refetch_hint(kf) if kf is not None else "reinstall cgmbench (a shipped file is damaged)"
+            raise IntegrityError(f"model {name!r} cannot load {path} ({what})",
+                                 f"the file is damaged or incomplete (a partial download?); {hint}") from e
+        raise
+    finally:
+        weights._RESOLVED.reset(token)

@@ -87,12 +87,54 @@ def collect_records(task: str, roots: list[str | Path] | None = None, warn=None)
             if not isinstance(rec.get("metrics"), dict):
                 warn(f"skipping {path}: no metrics")
                 continue
+            problem = malformed(rec)
+            if problem:
+                warn(f"skipping {path}: {problem}")
+                continue
             ident = rec.get("identity_sha256") or str(path.resolve())
             if ident in seen:
                 continue
             seen.add(ident)
             found.append((path, rec))
     return found
+
+
+def malformed(rec: dict) -> str | None:
+    """What makes a record unusable for a table (wrong field types: hand-edited or foreign), or None."""
+    model = rec.get("model")
+    if not isinstance(model, dict):
+        return "model is not an object"
+    if not isinstance(model.get("knobs", {}) or {}, dict):
+        return "model.knobs is not an object"
+    if not isinstance(model.get("checkpoint") or {}, dict):
+        return "model.checkpoint is not an object"
+    if not all(isinstance(model.get(k), (str, type(None))) for k in ("spec", "name")):
+        return "model.spec/name is not a string"
+    if type(rec.get("n")) is not int or rec["n"] < 1:
+        return "n is not a positive integer"
+    if rec.get("seed") is not None and type(rec.get("seed")) is not int:
+        return "seed is not an integer"
+    if not isinstance(rec["task"].get("spec_sha256"), (str, type(None))):
+        return "task.spec_sha256 is not a string"
+    if not isinstance(rec.get("identity_sha256", ""), str):
+        return "identity_sha256 is not a string"
+    sub = rec.get("submission")
+    if sub is not None and (not isinstance(sub, dict) or not isinstance(sub.get("rescored", {}), dict)):
+        return "submission is not an object"
+    return None
+
+
+def verification(rec: dict, metric: str) -> str:
+    """``verified``: a submission whose samples were re-scored for ``metric`` by ``cgmbench submit``;
+    ``claimed``: a submission whose number was not re-scored (no ``--samples``, or a metric this version cannot
+    re-score); ``run``: a record written by ``cgmbench run`` from its own samples (not a submission)."""
+    sub = rec.get("submission")
+    if sub is None:
+        return "run"
+    base = metric_base(metric)
+    if sub.get("samples_verified") is True and base in (sub.get("rescored") or {}):
+        return "verified"
+    return "claimed"
 
 
 # -- metric values and comparability ---------------------------------------------------------------
@@ -193,8 +235,13 @@ class Leaderboard:
     excluded: list[str]
 
 
-def build(task: str, metric: str | None = None, roots=None, warn=None, records=None) -> Leaderboard:
-    """Rank the runs of ``task`` on ``metric`` (default: ``judge`` if recorded, else the task's first)."""
+def build(task: str, metric: str | None = None, roots=None, warn=None, records=None,
+          rank_claims: bool = False) -> Leaderboard:
+    """Rank the runs of ``task`` on ``metric`` (default: ``judge`` if recorded, else the task's first).
+
+    Every row has a ``status`` (:func:`verification`). Claimed rows (submissions whose number was not re-scored)
+    are listed after the ranked rows of their group with band ``claim``, never above a verified number, unless
+    ``rank_claims`` ranks them with the others (still marked ``claimed``)."""
     records = records if records is not None else collect_records(task, roots, warn)
     if not records:
         where = ", ".join(str(r) for r in (roots or default_roots(task)))
@@ -224,7 +271,8 @@ def build(task: str, metric: str | None = None, roots=None, warn=None, records=N
             "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
             "n": rec.get("n"), "seed": rec.get("seed"),
             "checkpoint_sha256": ((model.get("checkpoint") or {}).get("sha256") or "")[:12],
-            "submitted": "submission" in rec, "identity_sha256": rec.get("identity_sha256", ""),
+            "submitted": "submission" in rec, "status": verification(rec, metric),
+            "identity_sha256": rec.get("identity_sha256", ""),
             "path": str(path),
         })
     if not rows:
@@ -241,12 +289,16 @@ def build(task: str, metric: str | None = None, roots=None, warn=None, records=N
     parts = []
     for g, part in df.groupby("group", sort=True):
         part = part.sort_values([metric, "model", "knobs"], ascending=[dir_ == "min", True, True], kind="stable")
+        claims = part[part["status"] == "claimed"] if not rank_claims else part.iloc[0:0]
+        part = part.drop(claims.index)
         cis = [None if pd.isna(lo) else (lo, hi) for lo, hi in zip(part["ci_low"], part["ci_high"])]
         part = part.assign(band=rank_bands(part[metric].tolist(), cis, dir_))
-        parts.append(part)
+        parts.append(part.astype({"band": object}))
+        if len(claims):  # unverified numbers: listed, never ranked above a verified one
+            parts.append(claims.assign(band="claim"))
     df = pd.concat(parts, ignore_index=True)
     df = df[["group", "band", "model", "knobs", metric, "ci_low", "ci_high", "n", "seed", "checkpoint_sha256",
-             "submitted", "identity_sha256", "path"]]
+             "submitted", "status", "identity_sha256", "path"]]
     notes = {1: "comparable: " + _key_text(keys[0])}
     for g in range(2, len(keys) + 1):
         notes[g] = (f"not ranked with group 1: differs in {explain_difference(keys[0], keys[g - 1])}")
@@ -290,12 +342,14 @@ def _display(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     out["interval"] = [f"[{lo:.4f}, {hi:.4f}]" if not pd.isna(lo) else "-"
                        for lo, hi in zip(df["ci_low"], df["ci_high"])]
     out[metric] = [f"{v:.4f}" for v in df[metric]]
-    return out[["band", "model", "knobs", metric, "interval", "n", "seed"]]
+    return out[["band", "model", "knobs", metric, "interval", "n", "seed", "status"]]
 
 
 def render_table(lb: Leaderboard) -> str:
     lines = [f"task {lb.task}: {lb.metric} ({'lower' if direction(lb.metric) == 'min' else 'higher'} is better); "
-             "rows in one band have overlapping 95% intervals"]
+             "rows in one band have overlapping 95% intervals; status: run (this suite's run record), verified "
+             "(submission re-scored from its samples), claimed (submission not re-scored: band 'claim', not ranked "
+             "unless --rank-claims)"]
     for g, part in lb.df.groupby("group", sort=True):
         lines.append("")
         lines.append(f"group {g}: {lb.group_notes[g]}")
@@ -361,7 +415,7 @@ def render_html(lb: Leaderboard, figure_png: bytes | None = None, caption: str =
 
     e = html.escape
     cols = [("band", True), ("model", False), ("knobs", False), (lb.metric, True), ("ci_low", True),
-            ("ci_high", True), ("n", True), ("seed", True), ("identity_sha256", False)]
+            ("ci_high", True), ("n", True), ("seed", True), ("status", False), ("identity_sha256", False)]
     parts = [
         "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
         f"<title>cgmbench leaderboard: {e(lb.task)}</title>",
@@ -384,7 +438,7 @@ def render_html(lb: Leaderboard, figure_png: bytes | None = None, caption: str =
             for c, num in cols:
                 v = row[c]
                 if num:
-                    v = "" if pd.isna(v) else v
+                    v = "" if not isinstance(v, str) and pd.isna(v) else v
                     shown = f"{v:.4f}" if isinstance(v, float) else str(v)
                     parts.append(f"<td class='num' data-v='{e(str(v))}'>{e(shown)}</td>")
                 else:

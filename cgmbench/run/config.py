@@ -29,6 +29,7 @@ class RunConfig:
     device: str = "cpu"
     precision: str = "fp32"
     progress: bool = True
+    allow_nonfinite: bool = False  # store NaN/inf model output as 0/255 and count it (else: an error)
 
     def with_point(self, knobs: dict, out: str, num_samples: int) -> "RunConfig":
         """This configuration at one sweep point: other knobs, its own folder, always resumable."""
@@ -72,6 +73,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, … (default: cuda if available)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                         help="fp32 (default) or bf16 autocast for the networks (recorded in run.json)")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="store NaN/inf model outputs as 0/255 and record how many samples had them in "
+                             "run.json (default: stop with an error naming the first bad sample)")
 
 
 def run_config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
@@ -85,5 +89,6 @@ def run_config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
     cfg = RunConfig(task=args.task, model=args.model, num_samples=args.num_samples, seed=args.seed,
                     batch_size=args.batch_size, out=getattr(args, "out", None),
                     resume=bool(getattr(args, "resume", False)), knobs=knobs, checkpoint=args.checkpoint,
-                    device=resolve_device(args.device), precision=args.precision)
+                    device=resolve_device(args.device), precision=args.precision,
+                    allow_nonfinite=bool(getattr(args, "allow_nonfinite", False)))
     return replace(cfg, **overrides)

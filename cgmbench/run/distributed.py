@@ -164,6 +164,11 @@ def run_distributed(cfg, log=print) -> dict:
         device = f"cuda:{local}"
         torch.cuda.set_device(local)
     dist, owns = _init(device)
+    import contextlib
+
+    from cgmbench.run.lock import folder_lock
+
+    locks = contextlib.ExitStack()  # rank 0 holds the output folder's lock for the whole run
     try:
         t0 = time.perf_counter()
         started = utc_now()
@@ -172,6 +177,7 @@ def run_distributed(cfg, log=print) -> dict:
             p = prepare(replace(cfg, device=device))
             task, n, out = p.task, p.n, p.out
             if r == 0:
+                locks.enter_context(folder_lock(out, "run"))
                 store = open_store(out, p.config, cfg.resume, p.sample_shape)
                 if (out / "run.json").is_file() and not getattr(store, "repaired", []):
                     status = ("complete", load_record(out / "run.json"))
@@ -224,5 +230,6 @@ def run_distributed(cfg, log=print) -> dict:
             record = finish(p, replace(cfg, device=device), store, timings, t0)
         return _bcast(dist, record)
     finally:
+        locks.close()
         if owns:
             dist.destroy_process_group()

@@ -14,6 +14,7 @@ import time
 
 from cgmbench.run.config import RunConfig
 from cgmbench.run.distributed import is_distributed, run_distributed
+from cgmbench.run.lock import folder_lock
 from cgmbench.run.record import load_record
 from cgmbench.run.steps import finish, open_store, prepare, sample_into, utc_now
 from cgmbench.sources.base import open_source
@@ -35,6 +36,11 @@ def _run_local(cfg: RunConfig, log) -> dict:
     t0 = time.perf_counter()
     started = utc_now()
     p = prepare(cfg)
+    with folder_lock(p.out, "run"):  # one writer per folder: a concurrent run or --resume is refused
+        return _run_locked(p, cfg, log, t0, started)
+
+
+def _run_locked(p, cfg: RunConfig, log, t0: float, started: str) -> dict:
     store = open_store(p.out, p.config, cfg.resume, p.sample_shape)
     record_path = p.out / "run.json"
     repaired = getattr(store, "repaired", [])

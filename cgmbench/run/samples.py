@@ -58,11 +58,7 @@ class SampleStore:
         index = read_json(path, "record", "sample index", strict=False)  # regular file, bounded size
         if not isinstance(index, dict) or index.get("format") != FORMAT:
             raise CgmbenchError(f"{path} is not a cgmbench sample index ({FORMAT})")
-        shards = index.get("shards")
-        if isinstance(shards, list):
-            for shard in shards:
-                if isinstance(shard, dict):
-                    check_shard_name(shard.get("file"), path)
+        check_index(index, path)
         return cls(root, index)
 
     @staticmethod
@@ -91,7 +87,11 @@ class SampleStore:
             have[s["start"]:min(s["stop"], n)] = True
         return np.flatnonzero(~have).tolist()
 
-    def write_shard(self, start: int, samples: np.ndarray) -> None:
+    def nonfinite_count(self) -> int:
+        """Samples stored with NaN/inf replaced (runs with ``--allow-nonfinite``; see ``write_shard``)."""
+        return sum(int(s.get("nonfinite", 0)) for s in self.index["shards"])
+
+    def write_shard(self, start: int, samples: np.ndarray, nonfinite: int = 0) -> None:
         if samples.dtype != np.uint8 or tuple(samples.shape[1:]) != self.sample_shape:
             raise CgmbenchError(f"samples must be uint8 [B, {', '.join(map(str, self.sample_shape))}], "
                                 f"got {samples.dtype} {tuple(samples.shape)}")
@@ -101,8 +101,10 @@ class SampleStore:
         np.save(buf, np.ascontiguousarray(samples), allow_pickle=False)
         data = buf.getvalue()
         atomic_write_bytes(self.root / name, data)
-        self.index["shards"].append({"file": name, "start": start, "stop": stop,
-                                     "sha256": hashlib.sha256(data).hexdigest()})
+        shard = {"file": name, "start": start, "stop": stop, "sha256": hashlib.sha256(data).hexdigest()}
+        if nonfinite:
+            shard["nonfinite"] = int(nonfinite)
+        self.index["shards"].append(shard)
         self.index["shards"].sort(key=lambda s: s["start"])
         self._save()
 
@@ -118,8 +120,8 @@ class SampleStore:
                                  "run the same command with --resume: it regenerates damaged shards")
         try:
             arr = np.load(io.BytesIO(data), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise IntegrityError(f"sample shard {path} is not a readable .npy array: {e}",
+        except (ValueError, OSError, EOFError) as e:  # e.g. an object array (pickle), or not .npy at all
+            raise IntegrityError(f"sample shard {path} is not a plain uint8 .npy array ({e})",
                                  "run the same command with --resume: it regenerates damaged shards") from None
         if arr.dtype != np.uint8 or tuple(arr.shape) != (shard["stop"] - shard["start"], *self.sample_shape):
             raise CgmbenchError(f"sample shard {path} has shape {arr.shape}, expected "
@@ -179,3 +181,31 @@ class SampleStore:
         for _, arr in self.iter_batches(n):
             h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()
+
+
+def check_index(index: dict, path) -> None:
+    """Reject an ``index.json`` whose fields have the wrong types (hand-edited or foreign), with one line."""
+    def bad(what: str) -> CgmbenchError:
+        return IntegrityError(f"sample index {path}: {what}",
+                              "the index is damaged; restore it, or delete the run folder and run again")
+
+    if not isinstance(index.get("config"), dict):
+        raise bad("config must be an object")
+    shape = index.get("sample_shape")
+    if not (isinstance(shape, list) and shape and all(type(d) is int and 0 < d <= 1 << 16 for d in shape)):
+        raise bad("sample_shape must be a list of positive integers")
+    shards = index.get("shards")
+    if not isinstance(shards, list):
+        raise bad("shards must be a list")
+    for i, s in enumerate(shards):
+        if not isinstance(s, dict):
+            raise bad(f"shards[{i}] must be an object")
+        start, stop, name, sha = s.get("start"), s.get("stop"), s.get("file"), s.get("sha256")
+        if not (type(start) is int and type(stop) is int and 0 <= start < stop):
+            raise bad(f"shards[{i}] needs integers 0 <= start < stop")
+        if not (isinstance(name, str) and name == f"{start:08d}-{stop:08d}.npy"):
+            raise bad(f"shards[{i}].file must be {start:08d}-{stop:08d}.npy")
+        if not (isinstance(sha, str) and len(sha) == 64):
+            raise bad(f"shards[{i}].sha256 must be a hex digest")
+        if type(s.get("nonfinite", 0)) is not int:
+            raise bad(f"shards[{i}].nonfinite must be an integer")

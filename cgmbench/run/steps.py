@@ -11,6 +11,7 @@ is never touched; a complete record is only rewritten by ``--resume`` of the sam
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -22,7 +23,9 @@ import numpy as np
 import torch
 
 from cgmbench.errors import CgmbenchError
+from cgmbench.generator import NonFiniteSamples, nonfinite_policy
 from cgmbench.run.config import RunConfig
+from cgmbench.run.lock import check_out_folder, is_pristine, remove_leftovers
 from cgmbench.paths import runs_dir
 from cgmbench.run.record import SCHEMA, environment, finalize, write_record
 from cgmbench.models.registry import load_model
@@ -33,6 +36,10 @@ from cgmbench.scoring.resize import plan as resize_plan
 from cgmbench.seeding import sample_seeds
 from cgmbench.sources.base import open_source
 from cgmbench.spec.task import load_task
+
+
+#: most samples one run may hold (the index of a larger run would not fit in memory: refused before any write)
+MAX_SAMPLES = 10_000_000
 
 
 def default_out(task: str, model: str, knobs: dict, n: int, seed: int) -> Path:
@@ -66,6 +73,9 @@ def prepare(cfg: RunConfig) -> Prepared:
     n = cfg.num_samples if cfg.num_samples is not None else task.num_samples
     if n < 1:
         raise CgmbenchError(f"--num-samples must be >= 1, got {n}")
+    if n > MAX_SAMPLES:
+        raise CgmbenchError(f"--num-samples {n} is over the limit of {MAX_SAMPLES:,} samples per run",
+                            "split the work into several runs (different --seed) or use fewer samples")
     if cfg.batch_size < 1:
         raise CgmbenchError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     model = load_model(cfg.model, task, checkpoint=cfg.checkpoint, device=cfg.device)
@@ -81,9 +91,12 @@ def prepare(cfg: RunConfig) -> Prepared:
     }
     if cfg.precision != "fp32":  # fp32 runs keep the index identity they always had
         config["precision"] = cfg.precision
+    if getattr(cfg, "allow_nonfinite", False):  # runs that refuse NaN/inf keep the identity they always had
+        config["nonfinite"] = "allow"
     if resize["resize"] != "none":  # runs at the task's resolution keep the index identity they always had
         config.update({k: resize[k] for k in ("native_resolution", "eval_resolution", "resize")})
     out = Path(cfg.out) if cfg.out else default_out(task.name, cfg.model, knobs, n, cfg.seed)
+    check_out_folder(out)
     return Prepared(task, model, n, knobs, ckpt, sample_shape, config, out, resize)
 
 
@@ -109,6 +122,7 @@ def finish(p: Prepared, cfg: RunConfig, store: SampleStore, timings: dict, t0: f
                     "seeding": "sample i uses cgmbench.seeding.sample_seed(seed, task, i)",
                     **(p.resize or resize_plan(tuple(p.model.resolution), p.task))},
         "samples_sha256": store.digest(p.n),
+        **({"nonfinite_samples": store.nonfinite_count()} if p.config.get("nonfinite") == "allow" else {}),
         "metrics": metrics,
         "metrics_pending": pending,
         "environment": environment(cfg.device),
@@ -120,7 +134,19 @@ def finish(p: Prepared, cfg: RunConfig, store: SampleStore, timings: dict, t0: f
 
 
 def open_store(out: Path, config: dict, resume: bool, sample_shape) -> SampleStore:
+    """Open (``resume``) or create the sample store of ``out``; call while holding ``out``'s lock
+    (:func:`cgmbench.run.lock.folder_lock`). Leftovers of interrupted atomic writes are removed first, and a
+    folder that a kill left before its first index write counts as new."""
     root = out / "samples"
+    check_out_folder(out)
+    if out.is_dir():
+        remove_leftovers(out)
+    if not (out / "run.json").is_file() and SampleStore.exists(root) and _holds_no_samples(root):
+        # a run that failed or was killed before its first shard holds nothing of value: start it afresh,
+        # so a retry with corrected options is not blocked by the index the failed attempt wrote
+        if all(n == "samples" or (n.startswith(".") and n.endswith(".tmp")) for n in os.listdir(out)):
+            (root / "index.json").unlink()
+            return SampleStore.create(root, config, sample_shape)
     if (out / "run.json").is_file() or SampleStore.exists(root):
         if not resume:
             state = "a complete run" if (out / "run.json").is_file() else "an interrupted run"
@@ -141,10 +167,19 @@ def open_store(out: Path, config: dict, resume: bool, sample_shape) -> SampleSto
         return store
     if out.exists() and not out.is_dir():
         raise CgmbenchError(f"--out {out} exists and is not a folder", "choose a new or empty folder for --out")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and not is_pristine(out):
         raise CgmbenchError(f"output folder {out} is not empty and holds no cgmbench run",
                             "choose an empty or new --out")
     return SampleStore.create(root, config, sample_shape)
+
+
+def _holds_no_samples(root: Path) -> bool:
+    """True when ``root/index.json`` lists no shard and no other file lies beside it."""
+    try:
+        index = SampleStore.open(root).index
+    except CgmbenchError:
+        return False
+    return not index["shards"] and all(n == "index.json" or n.startswith(".") for n in os.listdir(root))
 
 
 def sample_into(model, task, source, store, missing, cfg, knobs, sample_shape, n):
@@ -161,17 +196,44 @@ def sample_into(model, task, source, store, missing, cfg, knobs, sample_shape, n
         prev = i if i is not None else prev
     bar = tqdm(total=n, initial=n - len(missing), desc=f"{task.name}/{cfg.model}", unit="sample",
                disable=not cfg.progress or not sys.stderr.isatty(), file=sys.stderr)
+    allow = bool(getattr(cfg, "allow_nonfinite", False))
     with torch.inference_mode():
         for start, stop in batches:
             indices = list(range(start, stop))
             conditions = source.conditions(indices)
             seeds = sample_seeds(cfg.seed, task.name, indices)
-            samples = model.generate(conditions, seeds, **knobs)
+            with nonfinite_policy(allow) as nonfinite:
+                try:
+                    samples = model.generate(conditions, seeds, **knobs)
+                except NonFiniteSamples as e:
+                    raise nonfinite_error(model, task, source, cfg, knobs, indices, e) from None
             if not isinstance(samples, torch.Tensor):
                 raise CgmbenchError(f"model {model.name!r} returned {type(samples).__name__}, not a torch.Tensor")
             if samples.dtype != torch.uint8 or tuple(samples.shape) != (len(indices), *sample_shape):
                 raise CgmbenchError(f"model {model.name!r} returned {samples.dtype} {tuple(samples.shape)}; "
                                     f"this run stores uint8 {(len(indices), *sample_shape)} (the model's resolution)")
-            store.write_shard(start, np.ascontiguousarray(samples.cpu().numpy()))
+            store.write_shard(start, np.ascontiguousarray(samples.cpu().numpy()), nonfinite=nonfinite["samples"])
             bar.update(len(indices))
     bar.close()
+
+
+def nonfinite_error(model, task, source, cfg, knobs, indices, e: NonFiniteSamples) -> CgmbenchError:
+    """The one-line error for NaN/inf model output, naming the model, checkpoint and first bad sample index
+    (found again sample by sample when the model converted part of the batch at a time)."""
+    first = indices[e.index] if e.batch == len(indices) else None
+    if first is None:
+        for i in indices:  # samples are a pure function of their index: regenerate one at a time
+            try:
+                with nonfinite_policy(False):
+                    model.generate(source.conditions([i]), sample_seeds(cfg.seed, task.name, [i]), **knobs)
+            except NonFiniteSamples:
+                first = i
+                break
+    ckpt = model.checkpoint
+    where = (f"checkpoint {ckpt.name!r}" + (f" ({ckpt.path})" if ckpt.path else "")
+             + (f" sha256 {ckpt.sha256[:12]}…" if ckpt.sha256 else "")) if ckpt else "no checkpoint"
+    at = f"sample {first}" if first is not None else f"samples {indices[0]}..{indices[-1]}"
+    return CgmbenchError(f"model {model.name!r} with {where} produced non-finite values (NaN or inf) at {at}; "
+                         "nothing of this batch was stored",
+                         "the weights or knobs are broken: re-fetch or retrain the checkpoint, or pass "
+                         "--allow-nonfinite to store them as 0/255 and record the count in run.json")

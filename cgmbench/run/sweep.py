@@ -108,20 +108,22 @@ class SweepConfig:
     fixed_knobs: dict = field(default_factory=dict)  # knobs held fixed at every point
     precision: str = "fp32"
     progress: bool = True
+    allow_nonfinite: bool = False
 
     @classmethod
     def from_run_config(cls, base: RunConfig, grid: dict, out: str | None) -> "SweepConfig":
         """A sweep of ``base`` (its knobs held fixed at every point) over ``grid``, written to ``out``."""
         return cls(task=base.task, model=base.model, grid=grid, out=out, num_samples=base.num_samples,
                    seed=base.seed, batch_size=base.batch_size, checkpoint=base.checkpoint, device=base.device,
-                   fixed_knobs=dict(base.knobs), precision=base.precision, progress=base.progress)
+                   fixed_knobs=dict(base.knobs), precision=base.precision, progress=base.progress,
+                   allow_nonfinite=base.allow_nonfinite)
 
     def base(self) -> RunConfig:
         """The run configuration every point shares (:meth:`RunConfig.with_point` adds the point's knobs)."""
         return RunConfig(task=self.task, model=self.model, num_samples=self.num_samples, seed=self.seed,
                          batch_size=self.batch_size, resume=True, knobs=dict(self.fixed_knobs),
                          checkpoint=self.checkpoint, device=self.device, precision=self.precision,
-                         progress=self.progress)
+                         progress=self.progress, allow_nonfinite=self.allow_nonfinite)
 
 
 def default_sweep_out(task: str, model: str, n: int, seed: int) -> Path:
@@ -153,6 +155,11 @@ def run_sweep(cfg: SweepConfig, log=print, before_point: Callable[[dict], None] 
     n = cfg.num_samples if cfg.num_samples is not None else task.num_samples
     if n < 1:
         raise CgmbenchError(f"--num-samples must be >= 1, got {n}")
+    from cgmbench.run.steps import MAX_SAMPLES
+
+    if n > MAX_SAMPLES:
+        raise CgmbenchError(f"--num-samples {n} is over the limit of {MAX_SAMPLES:,} samples per run",
+                            "use fewer samples")
     cls = model_class(parse_model_spec(cfg.model)[0])
     grid = dict(cfg.grid)
     if not grid:
@@ -168,6 +175,16 @@ def run_sweep(cfg: SweepConfig, log=print, before_point: Callable[[dict], None] 
     if not grid:
         log(f"nothing to sweep for {cfg.model!r} on {task.name}: one run with the default knobs")
     out = Path(cfg.out) if cfg.out else default_sweep_out(task.name, cfg.model, n, cfg.seed)
+    from cgmbench.run.lock import folder_lock
+
+    with folder_lock(out, "sweep"):  # a second sweep (or run) on this folder is refused, never interleaved
+        return _sweep_locked(cfg, out, task, n, points, log, before_point, run_fn)
+
+
+def _sweep_locked(cfg, out: Path, task, n: int, points: list[dict], log, before_point, run_fn) -> dict:
+    from cgmbench.run.lock import is_pristine, remove_leftovers
+
+    remove_leftovers(out)
     index_path = out / "sweep.json"
     identity = {"task": task.name, "task_spec_sha256": task.sha256, "model": cfg.model, "n": n, "seed": cfg.seed,
                 "checkpoint": cfg.checkpoint, "fixed_knobs": cfg.fixed_knobs}
@@ -180,14 +197,21 @@ def run_sweep(cfg: SweepConfig, log=print, before_point: Callable[[dict], None] 
             old = json.loads(index_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise CgmbenchError(f"cannot read {index_path}: {e}") from None
+        if not isinstance(old, dict):
+            raise CgmbenchError(f"{index_path} is not a sweep index (not a JSON object)", "choose another --out")
         diff = sorted(k for k in identity if old.get(k) != identity[k])
         if old.get("schema") != SCHEMA or diff:
             raise CgmbenchError(f"{out} holds another sweep (differs in: {', '.join(diff) or 'schema'})",
                                 "choose another --out")
         # keep points of earlier invocations (another grid over the same folder) in the index
         new_dirs = {point_dirname(p) for p in points}
-        index["points"] = [p for p in old.get("points", []) if p.get("dir") not in new_dirs]
-    elif out.exists() and any(out.iterdir()):
+        kept = old.get("points", [])
+        if not isinstance(kept, list) or not all(isinstance(p, dict) and isinstance(p.get("dir"), str)
+                                                 and isinstance(p.get("knobs", {}), dict) for p in kept):
+            raise CgmbenchError(f"{index_path}: points must be a list of objects with a dir",
+                                "the sweep index is damaged; restore it or choose another --out")
+        index["points"] = [p for p in kept if p.get("dir") not in new_dirs]
+    elif out.exists() and not is_pristine(out):
         raise CgmbenchError(f"sweep folder {out} is not empty and holds no sweep.json", "choose another --out")
 
     entries = {p["dir"]: p for p in index["points"]}

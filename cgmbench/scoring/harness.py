@@ -27,7 +27,9 @@ fid                Fréchet distance of the moments; ``ci95``: bootstrap over sa
                    moments fixed), replicates re-centred on the estimate (FID's resampling bias
                    removed); ``fid_infinity`` (Chong & Forsyth) when N >= 10,000
 kid                mean over subsets (``subset_size = min(1000, N, M)``, 100 subsets, torch-fidelity's
-                   draw); ``std`` across subsets, ``stderr = std/sqrt(subsets)``, ``ci95 = mean ± 1.96 stderr``
+                   draw); ``std`` across subsets, ``stderr = std/sqrt(subsets)``, ``ci95 = mean ± 1.96 stderr``;
+                   when the subset size equals N (every subset holds every sample) ``ci95`` is a re-centred
+                   bootstrap over samples instead (``ci_method`` says so; :func:`cgmbench.metrics.kid.kid_bootstrap_ci`)
 is                 Inception Score, 10 splits (torch-fidelity convention); ``ci95``: bootstrap over samples
 precision_recall   ``value`` = precision, ``recall`` beside it (k = 3, Kynkäänniemi et al.); ``ci95`` (=
                    ``precision_ci95``) and ``recall_ci95``: bootstrap of the per-sample manifold indicators
@@ -237,8 +239,16 @@ def kid_entry(sample: SampleFeatures, ref, seed: int = 2020) -> dict:
     mean, std = kernel_inception_distance(ref.features.astype(np.float64), sample.features.astype(np.float64),
                                           num_subsets=subsets, subset_size=m, seed=seed)
     stderr = std / math.sqrt(subsets)
-    return {"value": mean, "std": std, "stderr": stderr, "ci95": [mean - 1.96 * stderr, mean + 1.96 * stderr],
-            "subsets": subsets, "subset_size": m, "n": len(sample.features)}
+    entry = {"value": mean, "std": std, "stderr": stderr, "ci95": [mean - 1.96 * stderr, mean + 1.96 * stderr],
+             "subsets": subsets, "subset_size": m, "n": len(sample.features)}
+    if m == len(sample.features):  # every subset holds every sample: the spread over subsets misses the samples'
+        from cgmbench.metrics.kid import kid_bootstrap_ci  # variation (zero width when N equals the reference size)
+
+        lo, hi = kid_bootstrap_ci(ref.features, sample.features, m, n_boot=100, seed=seed)
+        entry["ci95"] = [min(lo, mean), max(hi, mean)]
+        entry["ci_method"] = ("bootstrap over samples (re-centred), reference subsets redrawn: the subset size "
+                              "equals N, so the subsets alone cannot vary over the samples")
+    return entry
 
 
 def is_entry(sample: SampleFeatures, seed: int = 0) -> dict:

@@ -175,6 +175,12 @@ def load_task(name_or_path: str) -> TaskSpec:
     raise CgmbenchError(f"unknown task {name_or_path!r}", f"known tasks: {known} (or give a path to a .toml spec)")
 
 
+#: largest task file read (the shipped specs are under 2 KiB; prompt lists live in data files, not in the spec)
+MAX_TASK_FILE_BYTES = 1024 * 1024
+#: largest task resolution (the shipped tasks use at most 256; scoring cost grows with its square)
+MAX_RESOLUTION = 1024
+
+
 def parse_task_file(path: Path) -> TaskSpec:
     from cgmbench.safe_paths import read_bytes
 
@@ -183,6 +189,8 @@ def parse_task_file(path: Path) -> TaskSpec:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise CgmbenchError(f"task spec {path} is not valid TOML: {e}") from None
+    except RecursionError:
+        raise CgmbenchError(f"task spec {path} is nested too deeply to be a task spec") from None
     spec = validate_task_dict(data, where=str(path))
     if spec.name != path.stem:
         raise CgmbenchError(f"task spec {path}: name {spec.name!r} differs from the file name {path.stem!r}",
@@ -214,8 +222,8 @@ def validate_task_dict(data: dict, where: str = "<dict>") -> TaskSpec:
     if kind not in TASK_KINDS:
         raise CgmbenchError(f"task spec {where}: unknown kind {kind!r}", f"kinds: {sorted(TASK_KINDS)}")
     resolution = _need(data, "resolution", int, where)
-    if not 8 <= resolution <= 4096:
-        raise CgmbenchError(f"task spec {where}: resolution {resolution} outside 8..4096")
+    if not 8 <= resolution <= MAX_RESOLUTION:
+        raise CgmbenchError(f"task spec {where}: resolution {resolution} outside 8..{MAX_RESOLUTION}")
     num_samples = _need(data, "num_samples", int, where)
     if num_samples < 1:
         raise CgmbenchError(f"task spec {where}: num_samples must be >= 1")
@@ -232,6 +240,10 @@ def validate_task_dict(data: dict, where: str = "<dict>") -> TaskSpec:
         if src not in SOURCES:
             raise CgmbenchError(f"task spec {where} [{section}]: unknown source {src!r}",
                                 f"sources: {sorted(SOURCES)}")
+        size = sec.get("size")
+        if size is not None and (type(size) is not int or not 1 <= size <= 10_000_000):
+            raise CgmbenchError(f"task spec {where} [{section}]: size must be an integer in 1..10000000, "
+                                f"got {size!r}")
     metrics = _need(data, "metrics", dict, where)
     compute = _need(metrics, "compute", list, f"{where} [metrics]")
     unknown_keys = sorted(set(metrics) - set(METRIC_KEYS))
