@@ -203,6 +203,10 @@ def check_index(index: dict, path) -> None:
         start, stop, name, sha = s.get("start"), s.get("stop"), s.get("file"), s.get("sha256")
         if not (type(start) is int and type(stop) is int and 0 <= start < stop):
             raise bad(f"shards[{i}] needs integers 0 <= start < stop")
+        try:  # never a path: names that leave the run folder are refused first
+            check_shard_name(name, path)
+        except IntegrityError as e:
+            raise bad(f"shards[{i}].file: {e.message}") from None
         if not (isinstance(name, str) and name == f"{start:08d}-{stop:08d}.npy"):
             raise bad(f"shards[{i}].file must be {start:08d}-{stop:08d}.npy")
         if not (isinstance(sha, str) and len(sha) == 64):

@@ -309,7 +309,7 @@ def test_submit_samples_fifo_or_dev_zero_refused_at_once(tmp_path, kind, monkeyp
     from cgmbench.results import submit as sub
 
     monkeypatch.setattr(sub, "load_result", lambda p: {"n": 4})
-    monkeypatch.setattr(sub, "validate_schema", lambda rec: None)
+    monkeypatch.setattr(sub, "validate_record", lambda rec, where="", submission=False: None)
     monkeypatch.setattr(sub, "check_provenance", lambda rec: None)
     samples = Path("/dev/zero")
     if kind == "fifo":
