@@ -1,5 +1,7 @@
 """The training-free editing models (baselines/editing): strength convention, blending, shapes-edit runs."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -122,3 +124,37 @@ def test_shapes_edit_methods_beat_noise(tmp_path):
     for name in ("sdedit", "inpaint"):
         assert scores[name]["edit_success"] > scores["noise"]["edit_success"]
         assert scores[name]["psnr_bg"] > scores["noise"]["psnr_bg"] + 10.0
+
+
+def _cli(argv):
+    import argparse
+
+    from cgmbench.cli.results import COMMANDS, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return COMMANDS[args.command](args)
+
+
+@pytest.mark.slow
+def test_strength_sweep_pareto_and_edit_type_table(tmp_path, capsys):
+    from cgmbench.results.plots import default_axes
+
+    out = tmp_path / "sweep"
+    assert _cli(["sweep", "--task", "shapes-edit", "--model", "sdedit", "--knob", "strength=0.2,0.8",
+                 "--knob", "steps=10", "--num-samples", "12", "--out", str(out)]) == 0
+    assert "strength=0.2" in capsys.readouterr().out
+    assert default_axes("shapes-edit", roots=[str(out)]) == ("psnr_bg", "edit_success")
+    assert _cli(["plot", "pareto", "--task", "shapes-edit", "--runs", str(out), "--out",
+                 str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert _cli(["leaderboard", "--task", "shapes-edit", "--runs", str(out), "--by", "edit_type",
+                 "--format", "csv"]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("model,knobs,overall,") and "recolor" in table.splitlines()[0]
+    # preservation falls with strength: the trade-off the Pareto plot shows
+    recs = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/run.json")}
+    by_s = {r["model"]["knobs"]["strength"]: r["metrics"]["psnr_bg"]["value"] for r in recs.values()}
+    assert by_s[0.2] > by_s[0.8] + 3.0
