@@ -29,6 +29,8 @@ from cgmbench.generator import CheckpointInfo, Generator, Knob, to_uint8
 from cgmbench.seeding import torch_generator
 
 DEFAULT_BASE = "shapes-t2i-tiny"
+#: sources whose side is a multiple of this are edited at their own size (KL-f4 latents, one U-Net downsampling)
+FULLY_CONVOLUTIONAL_MULTIPLE = 8
 
 
 def _common_knobs(strength: float) -> tuple[Knob, ...]:
@@ -75,7 +77,14 @@ class _LatentEditor(Generator):
         if not isinstance(base, LDMGenerator):
             raise CgmbenchError(f"{cls.__name__} edits with a text-to-image ldm checkpoint, not {variant!r}",
                                 f"use --model {cls.default_name}:{DEFAULT_BASE}")
-        return cls(base, device=device)
+        model = cls(base, device=device)
+        side = int(task.resolution)
+        if (side, side) != tuple(base.resolution) and side % FULLY_CONVOLUTIONAL_MULTIPLE == 0:
+            # the autoencoder and the U-Net are convolutional (attention is over positions): edit at the task's
+            # size, recorded, rather than resizing the source and the result
+            model.resolution = (side, side)
+            model.checkpoint.extra.update(trained_resolution=list(base.resolution), sampled_resolution=[side, side])
+        return model
 
     def set_precision(self, precision: str) -> None:
         super().set_precision(precision)

@@ -158,3 +158,20 @@ def test_strength_sweep_pareto_and_edit_type_table(tmp_path, capsys):
     recs = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/run.json")}
     by_s = {r["model"]["knobs"]["strength"]: r["metrics"]["psnr_bg"]["value"] for r in recs.values()}
     assert by_s[0.2] > by_s[0.8] + 3.0
+
+
+def test_inpaint_runs_on_photos_inpaint_at_the_task_size():
+    task = load_task("photos-inpaint")
+    model = load_model("inpaint", task)
+    assert model.resolution == (64, 64)
+    assert model.checkpoint.extra["trained_resolution"] == [32, 32]
+    assert model.checkpoint.extra["sampled_resolution"] == [64, 64]
+    from cgmbench.sources.base import open_source
+
+    cond = open_source(task).conditions([0, 5])
+    out = model.generate(cond, [1, 2], steps=5)
+    keep = (cond.masks == 0).expand_as(out)
+    assert out.shape == (2, 3, 64, 64) and torch.equal(out[keep], cond.images[keep])
+    assert not torch.equal(out[~keep], cond.images[~keep])  # the hole is filled
+    with pytest.raises(CgmbenchError, match="does not accept 'image\\+mask'"):
+        load_model("sdedit", task)
