@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from baselines.editing.generator import LatentBlendInpaintGenerator, SDEditGenerator
+from baselines.editing.ip2p import InstructPix2PixGenerator
 from baselines.editing.prompts import edit_prompts
 from baselines.editing.sampling import edit_ddim, strength_steps
 from cgmbench.conditions import Conditions
@@ -24,6 +25,7 @@ ACP = ldm_alphas_cumprod(1000, 0.00085, 0.012)
 def _registered():
     register_model("sdedit", SDEditGenerator)
     register_model("inpaint", LatentBlendInpaintGenerator)
+    register_model("instruct-pix2pix", InstructPix2PixGenerator)
 
 
 def test_strength_is_the_diffusers_convention():
@@ -118,10 +120,10 @@ def test_shapes_edit_methods_beat_noise(tmp_path):
     import cgmbench
 
     scores = {}
-    for name in ("noise", "sdedit", "inpaint"):
+    for name in ("noise", "sdedit", "inpaint", "instruct-pix2pix"):
         rec = cgmbench.run("shapes-edit", name, num_samples=32, out=str(tmp_path / name))
         scores[name] = {m: rec["metrics"][m]["value"] for m in ("edit_success", "psnr_bg")}
-    for name in ("sdedit", "inpaint"):
+    for name in ("sdedit", "inpaint", "instruct-pix2pix"):
         assert scores[name]["edit_success"] > scores["noise"]["edit_success"]
         assert scores[name]["psnr_bg"] > scores["noise"]["psnr_bg"] + 10.0
 
