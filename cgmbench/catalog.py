@@ -189,3 +189,34 @@ for _spec in (
                        "harness does not extract spatial features yet"),
 ):
     register_metric(_spec)
+
+# ------------------------------------------------- editing (issue 15): cgmbench/metrics/editing.py
+
+
+def _editing_compute(name: str):
+    def compute(inputs):
+        from cgmbench.metrics.editing import COMPUTE
+
+        return COMPUTE[name](inputs)
+
+    compute.__name__ = f"{name}_entry"
+    return compute
+
+
+_EDIT = frozenset({"editing", "inpainting"})
+for _spec in (
+    *(MetricSpec(f"{_m}_bg", _d, "samples", f"background {_m.upper()} vs the source image: true masked mean over "
+                 "the unedited pixels", kinds=_EDIT, compute=_editing_compute(f"{_m}_bg"))
+      for _m, _d in (("psnr", "max"), ("mse", "min"), ("ssim", "max"), ("lpips", "min"))),
+    *(MetricSpec(f"{_m}_bg_pie_compat", _d, "samples", f"background {_m.upper()} by PIE-Bench's protocol: both "
+                 "images times (1 - mask), whole frame (diluted by the mask area; not a masked mean)", kinds=_EDIT,
+                 compute=_editing_compute(f"{_m}_bg_pie_compat"))
+      for _m, _d in (("psnr", "max"), ("mse", "min"), ("ssim", "max"), ("lpips", "min"))),
+    MetricSpec("edit_success", "max", "samples", "exact shapes-world judge per edit: the edit was made and every "
+               "other object is unchanged", tolerance=(1e-6, 0.0), kinds=frozenset({"editing"}),
+               compute=_editing_compute("edit_success")),
+    MetricSpec("clip_direction_shapes_clip", "max", "samples", "CLIP directional similarity cos(I1 - I0, T1 - T0) "
+               "with the shipped shapes-clip backbone", kinds=frozenset({"editing"}),
+               compute=_editing_compute("clip_direction_shapes_clip")),
+):
+    register_metric(_spec)

@@ -104,7 +104,8 @@ def cmd_leaderboard(args) -> int:
         args.task = load_task(args.task).name
     records = lbm.collect_records(args.task, args.runs, warn=_log)
     if args.by:
-        table = lbm.category_table(args.task, args.by, args.metric or "clip_score", roots=args.runs, records=records)
+        default = "edit_success" if args.by == "edit_type" else "clip_score"  # editing tables (issue 15)
+        table = lbm.category_table(args.task, args.by, args.metric or default, roots=args.runs, records=records)
         out = {"csv": lambda: table.to_csv(index=False, lineterminator="\n"),
                "markdown": lambda: lbm.dataframe_markdown(table)}.get(args.format)
         sys.stdout.write(out() if out else table.to_string(index=False) + "\n")

@@ -38,6 +38,12 @@ FORMATS = {".png": "png", ".svg": "svg"}
 PREFERRED_AXES = (("clip_score", "fid"), ("judge", "fid"), ("clip_score", "judge"))
 SWEEP_KNOBS = ("guidance_scale", "truncation")
 _KNOB_SYMBOL = {"guidance_scale": "w", "truncation": "ψ"}
+# editing (issue 15): preservation (x) against edit success / CLIP direction (y), swept over edit strength or
+# image guidance
+PREFERRED_AXES += (("psnr_bg", "edit_success"), ("psnr_bg", "clip_direction_shapes_clip"),
+                   ("lpips_bg", "edit_success"))
+SWEEP_KNOBS += ("strength", "image_guidance_scale")
+_KNOB_SYMBOL.update(strength="s", image_guidance_scale="s_I")
 
 
 def _plt():

@@ -49,6 +49,7 @@ SOURCES = {
     "labels": "cgmbench.sources.base:LabelSource",
     "pix2pix-ab": "cgmbench.sources.translation:PairedABSource",
     "cyclegan-unpaired": "cgmbench.sources.translation:UnpairedSource",
+    "pie-bench": "cgmbench.sources.pie_bench:PieBenchSource",  # issue 15
 }
 
 

@@ -140,6 +140,26 @@ class ShapesSource(Source):
                 results.append(J.judge_video(sample, it["spec"]))
         return results
 
+    # -- editing metrics (issue 15: cgmbench/metrics/editing.py) ------------------------
+
+    def edit_types(self, indices) -> list[str]:
+        """The edit type of each item (``recolor``, ``remove``): the rows of ``--by edit_type`` tables."""
+        if self.task.kind != "editing":
+            raise CgmbenchError(f"a {self.task.kind} task has no edit types")
+        return [self.item(i)["spec"]["type"] for i in self.wrap(indices)]
+
+    def edit_captions(self, indices) -> tuple[list[str], list[str]]:
+        """``(source captions, target captions)``: every object of the scene before / after the edit, in the
+        shapes-t2i phrasing (``"a red circle and a blue square"``), for CLIP direction metrics."""
+        if self.task.kind != "editing":
+            raise CgmbenchError(f"a {self.task.kind} task has no edit captions")
+
+        def caption(objects) -> str:
+            return " and ".join(W._noun({"color": o.color, "shape": o.shape}) for o in objects) or "nothing"
+
+        items = [self.item(i) for i in self.wrap(indices)]
+        return [caption(it["source"].objects) for it in items], [caption(it["scene"].objects) for it in items]
+
 
 # ----------------------------------------------------------------------------- digits
 
