@@ -25,19 +25,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from baselines.attngan.checkpoints import load_g_net, load_text_encoder
 from baselines.attngan.models import G_NET, RNN_ENCODER
-from baselines.attngan.vocab import load_captions_pickle, pad_caption, tokenize
-from baselines.common.gan_training import truncated_noise
+from baselines.attngan.text import encode_captions, shapes_attngan_vocabulary
+from baselines.attngan.vocab import load_captions_pickle
+from baselines.common.gan_training import GAN_KNOBS, truncated_noise
 from baselines.common.shipped import _is_cgmbench_file, read_shipped
-from baselines.common.text_encoders import check_prompts, shapes_vocabulary
-from baselines.stackgan.generator import GAN_KNOBS
+from baselines.common.text_encoders import check_prompts
 from cgmbench.errors import CgmbenchError
 from cgmbench.generator import CheckpointInfo, Generator, to_uint8
-from cgmbench.seeding import derive_seed, numpy_rng, torch_generator
+from cgmbench.seeding import torch_generator
 from cgmbench.weights import resolve, sha256_file, shipped
 
 __all__ = ["AttnGANGenerator", "shapes_attngan_vocabulary", "encode_captions", "SHIPPED_ATTNGAN", "OFFICIAL_ATTNGAN"]
@@ -48,30 +47,6 @@ OFFICIAL_ATTNGAN = {
     "bird": ("attngan:bird", "attngan:damsm-bird-text", "attngan:bird-captions", 18),
     "coco": ("attngan:coco", "attngan:damsm-coco-text", "attngan:coco-captions", 20),
 }
-
-
-def shapes_attngan_vocabulary() -> dict[str, int]:
-    """``wordtoix`` of the shapes world in AttnGAN's convention: index 0 = ``<end>`` (padding), then the words."""
-    words = ["<end>"] + [w for w in shapes_vocabulary() if not w.startswith("<")]
-    return {w: i for i, w in enumerate(words)}
-
-
-def encode_captions(texts, wordtoix: dict[str, int], words_num: int, seeds=None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """``(captions (B, words_num) int64, cap_lens (B,), number cut to words_num)``; see the module docstring."""
-    rows, lens, cut = [], [], 0
-    for i, text in enumerate(texts):
-        ids = [wordtoix[t] for t in tokenize(text) if t in wordtoix]
-        if not ids:
-            raise CgmbenchError(f"prompt {text!r} has no word in the model's vocabulary",
-                                "AttnGAN drops unknown words; a caption needs at least one known word")
-        rng = None
-        if len(ids) > words_num:
-            cut += 1
-            rng = numpy_rng(derive_seed("attngan-caption", 0 if seeds is None else seeds[i]))
-        x, n = pad_caption(ids, words_num, rng)
-        rows.append(x)
-        lens.append(n)
-    return torch.from_numpy(np.stack(rows)), torch.tensor(lens, dtype=torch.int64), cut
 
 
 class AttnGANGenerator(Generator):
@@ -114,7 +89,7 @@ class AttnGANGenerator(Generator):
             if path.suffix == ".safetensors" and _is_cgmbench_file(path):
                 return cls.from_shipped_file(path, info, device)
             if variant not in OFFICIAL_ATTNGAN:
-                raise CgmbenchError(f"an official AttnGAN generator file needs its DAMSM text encoder and vocabulary",
+                raise CgmbenchError("an official AttnGAN generator file needs its DAMSM text encoder and vocabulary",
                                     "name the variant too: --model attngan:bird or attngan:coco with --checkpoint")
             _, te, caps, words = OFFICIAL_ATTNGAN[variant]
             return cls.from_official(path, resolve(te)[0], resolve(caps)[0], words_num=words, info=info, device=device)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from baselines.attngan.damsm import ShapesImageEncoder, damsm_loss
-from baselines.attngan.generator import encode_captions, shapes_attngan_vocabulary
+from baselines.attngan.text import encode_captions, shapes_attngan_vocabulary
 from baselines.attngan.models import D_NET64, D_NET128, G_NET, RNN_ENCODER
 from baselines.common.gan_training import (
     GANTrainLoop,

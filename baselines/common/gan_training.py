@@ -31,10 +31,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cgmbench.generator import Knob
 from cgmbench.seeding import derive_seed, torch_generator
 
-__all__ = ["truncated_noise", "ca_kl_loss", "matching_aware_d_loss", "generator_adv_loss", "upscale_nearest",
+__all__ = ["GAN_KNOBS", "truncated_noise", "ca_kl_loss", "matching_aware_d_loss", "generator_adv_loss", "upscale_nearest",
            "mismatched_indices", "GANTrainLoop"]
+
+
+#: the knobs of the GAN-era families (StackGAN, AttnGAN)
+GAN_KNOBS = (
+    Knob("truncation", 0.0, "truncated noise: z ~ N(0, 1) restricted to [-t, t] (DF-GAN's FID protocol uses "
+         "0.88); 0 = the untruncated normal of the papers", minimum=0.0, maximum=10.0),
+    Knob("ca_noise", "on", "conditioning-augmentation noise: on = c ~ N(mu, sigma^2) as the papers sample; "
+         "off = c = mu", kind="choice", choices=("on", "off")),
+)
 
 
 def truncated_noise(shape, generator: torch.Generator | None, truncation: float = 0.0) -> torch.Tensor:

@@ -26,13 +26,14 @@ from pathlib import Path
 
 import torch
 
-from baselines.common.gan_training import truncated_noise
+from baselines.common.gan_training import GAN_KNOBS, truncated_noise
 from baselines.common.shipped import _is_cgmbench_file, read_shipped
-from baselines.common.text_encoders import ShapesTokenizer, check_prompts, shapes_vocabulary
+from baselines.common.text_encoders import check_prompts
 from baselines.stackgan.checkpoints import load_stage2_generator
 from baselines.stackgan.models import STAGE1_G, STAGE2_G
+from baselines.stackgan.text import ShapesOneHotText, check_vocabulary
 from cgmbench.errors import CgmbenchError
-from cgmbench.generator import CheckpointInfo, Generator, Knob, to_uint8
+from cgmbench.generator import CheckpointInfo, Generator, to_uint8
 from cgmbench.seeding import torch_generator
 from cgmbench.weights import resolve, sha256_file, shipped
 
@@ -40,38 +41,6 @@ __all__ = ["StackGANGenerator", "ShapesOneHotText", "GAN_KNOBS", "SHIPPED_STACKG
 
 SHIPPED_STACKGAN = {"shapes-t2i-tiny": "stackgan-shapes-t2i-tiny.safetensors"}
 OFFICIAL_STACKGAN = {"coco": "stackgan:coco-stage2"}
-
-#: the knobs of the GAN-era families (StackGAN, AttnGAN)
-GAN_KNOBS = (
-    Knob("truncation", 0.0, "truncated noise: z ~ N(0, 1) restricted to [-t, t] (DF-GAN's FID protocol uses "
-         "0.88); 0 = the untruncated normal of the papers", minimum=0.0, maximum=10.0),
-    Knob("ca_noise", "on", "conditioning-augmentation noise: on = c ~ N(mu, sigma^2) as the papers sample; "
-         "off = c = mu", kind="choice", choices=("on", "off")),
-)
-
-
-class ShapesOneHotText:
-    """Fixed text embedding of shapes captions: the one-hot of each word position, flattened
-    (``(B, context_length * len(vocabulary))``); ``<start>``/``<end>``/``<pad>`` as :class:`ShapesTokenizer`."""
-
-    def __init__(self, context_length: int = 16, vocabulary=None):
-        self.tokenizer = ShapesTokenizer(context_length, vocabulary)
-        self.vocabulary = self.tokenizer.vocabulary
-        self.dim = context_length * len(self.vocabulary)
-
-    def __call__(self, texts) -> tuple[torch.Tensor, dict]:
-        ids, info = self.tokenizer(texts)
-        onehot = torch.nn.functional.one_hot(ids, len(self.vocabulary)).float()
-        return onehot.flatten(1), info
-
-
-def check_vocabulary(saved, path) -> None:
-    current = list(shapes_vocabulary())
-    if list(saved) != current:
-        raise CgmbenchError(f"vocabulary mismatch: {path} was trained on a {len(saved)}-word shapes vocabulary, "
-                            f"this cgmbench has {len(current)} words",
-                            "retrain the checkpoint with this version (`cgmbench train`)")
-
 
 class StackGANGenerator(Generator):
     """StackGAN Stage-I (shapes) or Stage-II (official COCO) sampling; see the module docstring."""

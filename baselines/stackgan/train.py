@@ -28,7 +28,7 @@ from baselines.common.gan_training import (
 )
 from baselines.common.shipped import save_shipped
 from baselines.common.training import shapes_t2i_training_set
-from baselines.stackgan.generator import ShapesOneHotText
+from baselines.stackgan.text import ShapesOneHotText
 from baselines.stackgan.models import STAGE1_D, STAGE1_G
 from cgmbench.errors import CgmbenchError
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from baselines.attngan.damsm import ShapesImageEncoder, damsm_loss, matching_loss, words_similarity
-from baselines.attngan.generator import AttnGANGenerator, encode_captions, shapes_attngan_vocabulary
+from baselines.attngan.generator import AttnGANGenerator
+from baselines.attngan.text import encode_captions, shapes_attngan_vocabulary
 from baselines.attngan.models import G_NET, RNN_ENCODER
 from baselines.common.gan_training import (
     ca_kl_loss,
@@ -18,7 +19,8 @@ from baselines.common.gan_training import (
     truncated_noise,
 )
 from baselines.common.shipped import save_shipped
-from baselines.stackgan.generator import ShapesOneHotText, StackGANGenerator
+from baselines.stackgan.generator import StackGANGenerator
+from baselines.stackgan.text import ShapesOneHotText
 from baselines.stackgan.models import STAGE1_G, STAGE2_G
 from cgmbench.conditions import Conditions
 from cgmbench.errors import CgmbenchError
