@@ -50,6 +50,8 @@ SOURCES = {
     "pix2pix-ab": "cgmbench.sources.translation:PairedABSource",
     "cyclegan-unpaired": "cgmbench.sources.translation:UnpairedSource",
 }
+# issue 13: the AttnGAN metadata layout of CUB-200 and COCO (GAN-era text-to-image)
+SOURCES["attngan-data"] = "cgmbench.sources.gan_t2i:AttnGANDataSource"
 
 
 class Source:
