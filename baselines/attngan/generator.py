@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+import baselines.attngan.damsm_extractor  # noqa: F401  (registers the damsm-bird / damsm-coco extractors)
 from baselines.attngan.checkpoints import load_g_net, load_text_encoder
 from baselines.attngan.models import G_NET, RNN_ENCODER
 from baselines.attngan.text import encode_captions, shapes_attngan_vocabulary
@@ -37,7 +38,7 @@ from baselines.common.text_encoders import check_prompts
 from cgmbench.errors import CgmbenchError
 from cgmbench.generator import CheckpointInfo, Generator, to_uint8
 from cgmbench.seeding import torch_generator
-from cgmbench.weights import resolve, sha256_file, shipped
+from cgmbench.weights import known_file, local_path, resolve, sha256_file, shipped
 
 __all__ = ["AttnGANGenerator", "shapes_attngan_vocabulary", "encode_captions", "SHIPPED_ATTNGAN", "OFFICIAL_ATTNGAN"]
 
@@ -102,6 +103,12 @@ class AttnGANGenerator(Generator):
                                          device)
         if variant in OFFICIAL_ATTNGAN:
             g, te, caps, words = OFFICIAL_ATTNGAN[variant]
+            missing = [known_file(n) for n in (g, te, caps) if not local_path(n).is_file()]
+            if missing:
+                raise CgmbenchError(
+                    f"attngan:{variant} needs {len(missing)} official file(s) missing from {local_path(g).parent}: "
+                    + ", ".join(kf.filename for kf in missing),
+                    " | ".join(f"{kf.name}: {kf.obtain}" for kf in missing))
             g_path, g_digest = resolve(g)
             info = CheckpointInfo(g, g_digest, str(g_path), "official")
             return cls.from_official(g_path, resolve(te)[0], resolve(caps)[0], words_num=words, info=info,
