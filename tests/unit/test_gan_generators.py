@@ -253,3 +253,20 @@ def test_attngan_refuses_other_family_vocabulary_and_branch_mismatch(attngan_fil
     with pytest.raises(CgmbenchError, match="vocabulary mismatch"):
         AttnGANGenerator(G_NET(branch_num=1, gf_dim=2, z_dim=4, condition_dim=2, embedding_dim=12),
                          RNN_ENCODER(ntoken=5, ninput=4, nhidden=12), shapes_attngan_vocabulary(), words_num=6)
+
+
+@pytest.mark.parametrize("cls,side", [(StackGANGenerator, 64), (AttnGANGenerator, 128)])
+def test_shipped_checkpoints_load_offline_and_sample(cls, side):
+    from cgmbench.spec.task import load_task
+
+    model = cls.load(load_task("shapes-t2i"), "shapes-t2i-tiny")
+    sums = dict(reversed(line.split()) for line in
+                (__import__("pathlib").Path(__import__("cgmbench").__file__).parent / "shipped" / "SHA256SUMS")
+                .read_text().splitlines() if line.strip())
+    assert model.checkpoint.source == "shipped" and model.checkpoint.sha256 == sums[Path_name(model)]
+    out = model.generate(_conds(TEXTS[:2]), [1, 2])
+    assert out.shape == (2, 3, side, side) and torch.equal(model.generate(_conds(TEXTS[1:2]), [2]), out[1:])
+
+
+def Path_name(model) -> str:
+    return __import__("pathlib").Path(model.checkpoint.path).name
