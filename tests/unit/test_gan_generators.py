@@ -255,18 +255,17 @@ def test_attngan_refuses_other_family_vocabulary_and_branch_mismatch(attngan_fil
                          RNN_ENCODER(ntoken=5, ninput=4, nhidden=12), shapes_attngan_vocabulary(), words_num=6)
 
 
+
 @pytest.mark.parametrize("cls,side", [(StackGANGenerator, 64), (AttnGANGenerator, 128)])
 def test_shipped_checkpoints_load_offline_and_sample(cls, side):
+    from pathlib import Path
+
+    import cgmbench
     from cgmbench.spec.task import load_task
 
     model = cls.load(load_task("shapes-t2i"), "shapes-t2i-tiny")
-    sums = dict(reversed(line.split()) for line in
-                (__import__("pathlib").Path(__import__("cgmbench").__file__).parent / "shipped" / "SHA256SUMS")
-                .read_text().splitlines() if line.strip())
-    assert model.checkpoint.source == "shipped" and model.checkpoint.sha256 == sums[Path_name(model)]
+    sums_file = Path(cgmbench.__file__).parent / "shipped" / "SHA256SUMS"
+    sums = dict(reversed(line.split()) for line in sums_file.read_text().splitlines() if line.strip())
+    assert model.checkpoint.source == "shipped" and model.checkpoint.sha256 == sums[Path(model.checkpoint.path).name]
     out = model.generate(_conds(TEXTS[:2]), [1, 2])
     assert out.shape == (2, 3, side, side) and torch.equal(model.generate(_conds(TEXTS[1:2]), [2]), out[1:])
-
-
-def Path_name(model) -> str:
-    return __import__("pathlib").Path(model.checkpoint.path).name
