@@ -220,3 +220,19 @@ for _spec in (
                compute=_editing_compute("clip_direction_shapes_clip")),
 ):
     register_metric(_spec)
+
+# ---------------------------------------------------------------------------------------------- issue 13 (GAN-era t2i)
+
+
+def _r_precision_entry(inputs: "SampleInputs") -> dict:
+    from cgmbench.scoring.r_precision_entry import r_precision_entry
+
+    return r_precision_entry(inputs)
+
+
+for _spec in (
+    MetricSpec("r_precision", "max", "samples", "DAMSM R-precision (%): the true caption ranked first among 1 + 99 "
+               "mismatched ones by image-text cosine; protocol dmgan (other-class negatives) or uniform",
+               tolerance=(1e-6, 0.0), kinds=frozenset({"text-to-image"}), compute=_r_precision_entry),
+):
+    register_metric(_spec)

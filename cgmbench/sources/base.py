@@ -51,6 +51,8 @@ SOURCES = {
     "cyclegan-unpaired": "cgmbench.sources.translation:UnpairedSource",
     "pie-bench": "cgmbench.sources.pie_bench:PieBenchSource",  # issue 15
 }
+# issue 13: the AttnGAN metadata layout of CUB-200 and COCO (GAN-era text-to-image)
+SOURCES["attngan-data"] = "cgmbench.sources.gan_t2i:AttnGANDataSource"
 
 
 class Source:

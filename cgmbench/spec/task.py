@@ -64,6 +64,7 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 #: the keys a task's ``[metrics]`` table may hold (anything else is a typo and an error)
 METRIC_KEYS = ("compute", "protocol", "extractor", "clip_extractor")
+METRIC_KEYS = METRIC_KEYS + ("r_precision",)  # issue 13: the [metrics.r_precision] protocol table (r_precision_entry)
 
 
 @dataclass(frozen=True)
