@@ -221,3 +221,5 @@ def shipped(filename: str) -> tuple[Path, str]:
 BUILTIN_REGISTRANTS: list[str] = ["cgmbench.known_weights", "cgmbench.extractors.clip"]
 #: entry-point group naming the modules that register a model family's official files
 WEIGHTS_ENTRY_POINT_GROUP = "cgmbench.weights"
+# issue 16 (video): the FVD feature networks' files
+BUILTIN_REGISTRANTS.append("cgmbench.extractors.video_weights")

@@ -157,6 +157,17 @@ class LatteGenerator(Generator):
         if v.shipped:
             path, sha = weights.shipped(v.weights)
             return cls.from_cgmbench_file(path, CheckpointInfo(f"latte:{v.name}", sha, str(path), "shipped"), device)
+        missing = []
+        for name in (v.weights, VAE_WEIGHTS):  # name every missing file at once
+            try:
+                weights.resolve(name)
+            except CgmbenchError as error:
+                if type(error) is not CgmbenchError:  # a corrupt file stops here
+                    raise
+                missing.append(error)
+        if missing:
+            raise CgmbenchError(" -- and -- ".join(str(e) for e in missing),
+                                "the Latte checkpoint and the SD VAE it decodes with are both needed")
         path, sha = weights.resolve(v.weights)
         info = CheckpointInfo(f"latte:{v.name}", sha, str(path), weights.known_file(v.weights).url)
         return cls.from_official(path, v.release, info, device)
