@@ -95,7 +95,8 @@ class LatteGenerator(Generator):
 
     def __init__(self, model: Latte, decoder: LatentDecoder, resolution: int, checkpoint: CheckpointInfo,
                  text_encoder: ShapesWordEncoder | None = None, clip_denoised: bool = False,
-                 knob_defaults: dict | None = None, device: str = "cpu"):
+                 knob_defaults: dict | None = None, device: str = "cpu", predict_xstart: bool = False):
+        self.predict_xstart = bool(predict_xstart)  # cgmbench's tiny recipe predicts x0; official Latte eps
         super().__init__((resolution, resolution), frames=model.num_frames, checkpoint=checkpoint, device=device)
         self.model = model.eval().requires_grad_(False).to(device)
         self.decoder = decoder.to(device)
@@ -200,10 +201,12 @@ class LatteGenerator(Generator):
             text.load_state_dict(te, strict=True)
         info = CheckpointInfo(info.name, info.sha256, info.path, info.source,
                               extra={"latent": "identity", "space": "pixel", "clip_denoised": True,
+                                     "prediction": config.get("prediction", "eps"),
                                      "text_encoder": "ShapesWordEncoder" if text is not None else None})
         return cls(model, IdentityDecoder(), int(config["resolution"]), info, text_encoder=text,
                    clip_denoised=bool(config.get("clip_denoised", True)),
-                   knob_defaults=config.get("defaults", {}), device=device)
+                   knob_defaults=config.get("defaults", {}), device=device,
+                   predict_xstart=config.get("prediction", "eps") == "x0")
 
     @classmethod
     def from_official(cls, path: Path, release: str, info: CheckpointInfo, device: str = "cpu") -> "LatteGenerator":
@@ -220,7 +223,7 @@ class LatteGenerator(Generator):
 
     def _diffusion(self, steps: int):
         if steps not in self._diffusions:
-            self._diffusions[steps] = create_diffusion(str(steps))
+            self._diffusions[steps] = create_diffusion(str(steps), predict_xstart=self.predict_xstart)
         return self._diffusions[steps]
 
     def _condition_kwargs(self, conditions, n: int) -> tuple[dict, dict]:
