@@ -236,3 +236,17 @@ for _spec in (
                tolerance=(1e-6, 0.0), kinds=frozenset({"text-to-image"}), compute=_r_precision_entry),
 ):
     register_metric(_spec)
+
+# issue 16 (video): FVD (replacing its pending entry) and the temporal metrics, computed by the harness's video
+# pass (cgmbench/scoring/video.py) on lossless uint8 [N, T, 3, H, W] samples
+for _spec in (
+    MetricSpec("fvd", "min", "video", "Fréchet video distance under the task's named FVD protocol "
+               "(clip features of I3D, VideoMAE-v2 or the shapes-cnn-video stand-in)", tolerance=(1e-6, 1e-6)),
+    MetricSpec("clip_frame_consistency", "max", "video", "mean cosine of consecutive frame embeddings (CLIP-Temp)"),
+    MetricSpec("first_frame_consistency", "max", "video", "mean cosine of every later frame with the first"),
+    MetricSpec("temporal_flickering", "max", "video", "VBench: (255 - mean abs consecutive-frame difference)/255"),
+    MetricSpec("dynamic_degree", "max", "video", "fraction of videos that move (VBench rule, frame differences)"),
+    MetricSpec("motion_accuracy", "max", "video", "shapes judge: objects tracked and moving the captioned way",
+               kinds=frozenset({"text-to-video"})),
+):
+    register_metric(_spec, replace=True)

@@ -323,3 +323,5 @@ BUILTIN_REGISTRANTS: list[str] = ["cgmbench.known_weights", "cgmbench.extractors
                                    "cgmbench.reproduce.files"]
 #: entry-point group naming the modules that register a model family's official files
 WEIGHTS_ENTRY_POINT_GROUP = "cgmbench.weights"
+# issue 16 (video): the FVD feature networks' files
+BUILTIN_REGISTRANTS.append("cgmbench.extractors.video_weights")

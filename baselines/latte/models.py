@@ -19,7 +19,8 @@ Tensors
 * ``t``: (N,) diffusion timesteps in [0, 1000), int or float; cast to float32 inside.
 * ``y``: (N,) int64 class labels in [0, num_classes]; ``num_classes`` is the null class
   (UCF-101: 101) used for classifier-free guidance.
-* ``text_embedding``: (N, 77, 768) text features, only for ``extras == 78``.
+* ``text_embedding``: (N, 77, 768) text features, only for ``extras == 78`` (the constructor's
+  ``text_tokens`` x ``text_width``; 77 x 768 is the official size, the tiny shapes models use their own).
 * Output: (N, F, out_channels, H, W); ``out_channels = 2 * in_channels`` when ``learn_sigma``
   (channels ``[:in_channels]`` = eps, the rest = the learned variance interpolation of
   Improved DDPM), else ``in_channels``.
@@ -305,6 +306,8 @@ class Latte(nn.Module):
         learn_sigma: bool = True,
         extras: int = 1,
         attention_mode: str = "math",
+        text_tokens: int = 77,
+        text_width: int = 768,
     ):
         super().__init__()
         if depth % 2:
@@ -328,7 +331,10 @@ class Latte(nn.Module):
         if extras == 2:
             self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
         if extras == 78:
-            self.text_embedding_projection = nn.Sequential(nn.SiLU(), nn.Linear(77 * 768, hidden_size, bias=True))
+            # official: 77 CLIP tokens of width 768; the tiny shapes models pass their own encoder's size
+            self.text_tokens, self.text_width = int(text_tokens), int(text_width)
+            self.text_embedding_projection = nn.Sequential(
+                nn.SiLU(), nn.Linear(self.text_tokens * self.text_width, hidden_size, bias=True))
 
         num_patches = self.x_embedder.num_patches
         # Fixed sin-cos tables, stored in the checkpoints (requires_grad=False).

@@ -68,6 +68,13 @@ def register(subparsers) -> None:
     ps.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, or a sweep folder (one row per point)")
     ps.add_argument("--out", help="output file, .png or .svg (default: RUN_DIR/samples.png)")
     ps.add_argument("--columns", type=int, default=8, help="samples per row")
+    # issue 16 (video): one sample of a video run as an animated GIF (viewing only; the store stays lossless)
+    pg = psub.add_parser("gif", allow_abbrev=False, help="one sample of a video run as an animated GIF")
+    pg.add_argument("run_dir", metavar="RUN_DIR")
+    pg.add_argument("--index", type=int, default=0, help="sample index (default 0)")
+    pg.add_argument("--fps", type=float, default=4.0)
+    pg.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling factor")
+    pg.add_argument("--out", help="output .gif (default: RUN_DIR/sample-<index>.gif)")
 
     sb = subparsers.add_parser(
         "submit", allow_abbrev=False, help="validate a result and add it to leaderboards/<task>/",
@@ -132,6 +139,10 @@ def cmd_plot(args) -> int:
     if args.plot_kind == "pareto":
         out = args.out or f"pareto-{args.task}.png"
         path = plots.plot_pareto(args.task, out, x=args.x, y=args.y, roots=args.runs, warn=_log)
+    elif args.plot_kind == "gif":
+        from cgmbench.results.video import export_gif
+
+        path = export_gif(args.run_dir, args.out, index=args.index, fps=args.fps, scale=args.scale)
     else:
         from pathlib import Path
 

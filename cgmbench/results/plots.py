@@ -283,13 +283,16 @@ def sample_grid(folder: str | Path, out: str | Path, columns: int = 8, rows_per_
         if m == 0:
             raise CgmbenchError(f"run {d} has no samples yet", "continue it with cgmbench run --resume")
         arr = store.read(0, m)
-        if arr.ndim == 5:  # video [B, T, 3, H, W]: first frame
-            arr = arr[:, 0]
+        if arr.ndim == 5:  # video [B, T, 3, H, W]: a strip of its frames (issue 16)
+            from cgmbench.results.video import frame_strips
+
+            arr = frame_strips(arr)
         images.append((label, arr))
     titles = _column_titles(runs[0][1], k)
     plt = _plt()
     n_rows = len(images) * rows_per_run
-    fig, axes = plt.subplots(n_rows, columns, figsize=(1.3 * columns + 1.6, 1.3 * n_rows + 1.0), squeeze=False)
+    wide = max(a.shape[-1] / a.shape[-2] for _, a in images)  # frame strips of videos are wide
+    fig, axes = plt.subplots(n_rows, columns, figsize=(1.3 * wide * columns + 1.6, 1.3 * n_rows + 1.0), squeeze=False)
     for r, (label, arr) in enumerate(images):
         for j in range(k):
             ax = axes[r * rows_per_run + j // columns][j % columns]

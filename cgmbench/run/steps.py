@@ -83,6 +83,9 @@ def prepare(cfg: RunConfig) -> Prepared:
     knobs = model.resolve_knobs(cfg.knobs)
     ckpt = model.checkpoint.to_dict() if model.checkpoint else None
     resize = resize_plan(tuple(model.resolution), task)  # samples are stored at the model's resolution
+    if task.is_video and getattr(model, "frames", None) and int(model.frames) != int(task.frames):  # issue 16
+        raise CgmbenchError(f"model {model.name!r} makes {model.frames}-frame videos; task {task.name} needs "
+                            f"{task.frames} frames", "choose a checkpoint made for this task's frame count")
     sample_shape = (*task.sample_shape()[:-2], *model.resolution)
     config = {
         "task": task.name, "task_spec_sha256": task.sha256, "model": cfg.model,

@@ -674,6 +674,15 @@ def compute_metrics(task, source: Source, store: SampleStore, n: int, options: H
             except CgmbenchError as error:
                 pending["cycle_error"] = str(error)
 
+    # -- video metrics (issue 16): FVD under a named protocol and the temporal metrics, one module ---------
+    wanted = in_group("video", names)
+    if wanted:
+        from cgmbench.scoring.video import video_entries
+
+        got, why = video_entries(wanted, task, source, store, n, seed=opts.seed, device=opts.device)
+        metrics.update(got)
+        pending.update(why)
+
     # -- metrics computed from the samples alone: the catalog holds their functions ---------------
     for m in in_group("samples", names):
         spec = metric_spec(m)

@@ -339,3 +339,6 @@ class LabelSource(Source):
     def conditions(self, indices):
         labels = torch.tensor([int(i) % self.num_classes for i in indices], dtype=torch.int64)
         return Conditions(kind="class", indices=list(indices), labels=labels)
+
+# issue 16 (video): UCF-101 in its official layout (videos or frame folders)
+SOURCES["ucf101"] = "cgmbench.sources.ucf101:UCF101Source"

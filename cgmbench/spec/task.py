@@ -66,6 +66,8 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 METRIC_KEYS = ("compute", "protocol", "extractor", "clip_extractor")
 METRIC_KEYS = METRIC_KEYS + ("r_precision",)  # issue 13: the [metrics.r_precision] protocol table (r_precision_entry)
 
+METRIC_KEYS += ("fvd_protocol",)  # issue 16 (video): the FVD protocol preset (cgmbench.metrics.fvd)
+
 
 @dataclass(frozen=True)
 class MetricSettings:
@@ -120,7 +122,7 @@ class TaskSpec:
 
     @property
     def is_video(self) -> bool:
-        return self.kind == "text-to-video"
+        return self.kind == "text-to-video" or self.frames is not None
 
     def sample_shape(self) -> tuple[int, ...]:
         hw = (3, self.resolution, self.resolution)
@@ -233,8 +235,11 @@ def validate_task_dict(data: dict, where: str = "<dict>") -> TaskSpec:
         frames = _need(data, "frames", int, where)
         if not 2 <= frames <= 256:
             raise CgmbenchError(f"task spec {where}: frames {frames} outside 2..256")
+    elif frames is not None and kind == "class-conditional":  # issue 16: class-conditional video (ucf101-cc)
+        if not isinstance(frames, int) or not 2 <= frames <= 256:
+            raise CgmbenchError(f"task spec {where}: frames {frames!r} must be an integer in 2..256")
     elif frames is not None:
-        raise CgmbenchError(f"task spec {where}: 'frames' is only for text-to-video tasks")
+        raise CgmbenchError(f"task spec {where}: 'frames' is only for text-to-video and class-conditional video tasks")
     for section in ("conditions", "reference"):
         sec = _need(data, section, dict, where)
         src = _need(sec, "source", str, f"{where} [{section}]")
@@ -251,7 +256,7 @@ def validate_task_dict(data: dict, where: str = "<dict>") -> TaskSpec:
     if unknown_keys:
         raise CgmbenchError(f"task spec {where} [metrics]: unknown key(s) {unknown_keys}",
                             f"[metrics] holds: {', '.join(METRIC_KEYS)}")
-    for key in ("protocol", "extractor", "clip_extractor"):
+    for key in ("protocol", "extractor", "clip_extractor", "fvd_protocol"):
         if key in metrics and not isinstance(metrics[key], str):
             raise CgmbenchError(f"task spec {where} [metrics]: {key} must be a string")
     known = known_metrics()
