@@ -183,7 +183,9 @@ def infer_gpt_config(sd: Mapping[str, torch.Tensor], block_size: int, *, n_head:
         kwargs.update(model_type="c2i", num_classes=rows - 1, cls_token_num=cls_token_num or 1)
     elif "cls_embedding.cap_proj.fc1.weight" in sd:
         caption_dim = _shape(sd, "cls_embedding.cap_proj.fc1.weight", source)[1]
-        kwargs.update(model_type="t2i", caption_dim=caption_dim, cls_token_num=cls_token_num or 120)
+        token_num = _shape(sd, "cls_embedding.uncond_embedding", source)[0]
+        kwargs.update(model_type="t2i", caption_dim=caption_dim, cls_token_num=cls_token_num or 120,
+                      caption_token_num=token_num)
     else:
         raise CgmbenchError(f"{source}: neither cls_embedding.embedding_table (c2i) nor cls_embedding.cap_proj (t2i)",
                             "is this a LlamaGen GPT file?")

@@ -101,6 +101,10 @@ class ModelArgs:
     block_size: int = 256
     max_batch_size: int = 32
     max_seq_len: int = 2048
+    #: rows of the null caption ``cls_embedding.uncond_embedding``. Not an official field: LlamaGen's
+    #: ``CaptionEmbedder`` is always built with 120; smaller t2i models (the tiny shapes recipe) set it to
+    #: their ``cls_token_num``.
+    caption_token_num: int = 120
 
     @property
     def head_dim(self) -> int:
@@ -331,7 +335,8 @@ class Transformer(nn.Module):
         if config.model_type == "c2i":
             self.cls_embedding = LabelEmbedder(config.num_classes, config.dim, config.class_dropout_prob)
         elif config.model_type == "t2i":
-            self.cls_embedding = CaptionEmbedder(config.caption_dim, config.dim, config.class_dropout_prob)
+            self.cls_embedding = CaptionEmbedder(config.caption_dim, config.dim, config.class_dropout_prob,
+                                                 token_num=config.caption_token_num)
         else:
             raise ValueError(f"model_type must be 'c2i' or 't2i', got {config.model_type!r}")
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
