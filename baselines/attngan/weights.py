@@ -27,7 +27,8 @@ for _name, _file, _what, _desc in (
     ("attngan:damsm-coco-image", "image_encoder100.pth", "the DAMSM coco encoders (DAMSMencoders/coco/image_encoder100.pth)",
      "DAMSM CNN_ENCODER for COCO (R-precision image encoder)"),
 ):
-    register_file(KnownFile(name=_name, filename=_file, license="MIT", obtain=_drive(_what, _file), description=_desc))
+    register_file(KnownFile(name=_name, filename=_file, license="MIT", obtain=_drive(_what, _file), description=_desc,
+    digest_source="none published: the publisher gives only a download link (no checksum); cgmbench records the digest at first fetch"))
 
 register_file(KnownFile(
     name="inception-v3-cub-finetuned", filename="inception-v3-cub-finetuned.pth", license="unknown (no licence file)",
@@ -35,7 +36,8 @@ register_file(KnownFile(
             "(TF1 slim Inception-v3 fine-tuned on the 50 CUB test classes; Google Drive, see that README) to a "
             "torchvision Inception-v3 state dict with a 51-way fc and place it at "
             "$CGMBENCH_HOME/weights/inception-v3-cub-finetuned.pth"),
-    description="StackGAN's fine-tuned Inception-v3 for IS on CUB (softmax over the 50 test classes)"))
+    description="StackGAN's fine-tuned Inception-v3 for IS on CUB (softmax over the 50 test classes)",
+    digest_source="none published: the publisher gives only a download link (no checksum); cgmbench records the digest at first fetch"))
 
 for _name, _file, _what in (
     ("attngan:bird-captions", "bird-captions.pickle", "the birds metadata (data/birds/captions.pickle)"),
@@ -44,4 +46,5 @@ for _name, _file, _what in (
     register_file(KnownFile(
         name=_name, filename=_file, license="MIT",
         obtain=_drive(_what, _file) + " (renamed; read with a restricted unpickler: plain containers only)",
-        description="AttnGAN vocabulary: [train_captions, test_captions, ixtoword, wordtoix]"))
+        description="AttnGAN vocabulary: [train_captions, test_captions, ixtoword, wordtoix]",
+    digest_source="none published: the publisher gives only a download link (no checksum); cgmbench records the digest at first fetch"))

@@ -24,4 +24,5 @@ for _name, (_data, _cond) in RELEASES.items():
         name=f"latte:{_name}", filename=f"latte-{_name}.pt", url=_BASE + f"{_name}.pt", hub_id="maxin-cn/Latte",
         license=_LATTE_LICENSE,
         description=f"Latte-XL/2 {_data} 256x256, 16 frames, {_cond}; torch.save dict with 'ema' (used) and "
-                    "'model'; decoded frame by frame with sd-vae-ft-ema"))
+                    "'model'; decoded frame by frame with sd-vae-ft-ema",
+    digest_source="published, not pinned: the Hugging Face file page lists the LFS SHA-256; cgmbench records the digest at first fetch"))

@@ -32,4 +32,5 @@ LLAMAGEN_FILES = {
 
 for _name, (_file, _prefix, _description) in LLAMAGEN_FILES.items():
     register_file(KnownFile(name=_name, filename=f"llamagen-{_file}", url=_prefix + _file, license=_LICENSE,
-                            description=_description))
+                            description=_description,
+    digest_source="none published: the publisher gives only a download link (no checksum); cgmbench records the digest at first fetch"))

@@ -11,15 +11,18 @@ register_file(KnownFile(
     url="https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1",
     license="none stated (TF-Hub deepmind/i3d-kinetics-400/1 weights, Apache-2.0, ported to TorchScript by StyleGAN-V)",
     description="StyleGAN-V's TorchScript I3D (Kinetics-400), forward(x, rescale, resize, return_features); "
-                "extractor i3d_tfhub_ts of the styleganv_fvd2048_16f protocol"))
+                "extractor i3d_tfhub_ts of the styleganv_fvd2048_16f protocol",
+    digest_source="none published: the publisher gives only a download link (no checksum); cgmbench records the digest at first fetch"))
 register_file(KnownFile(
     name="i3d-pt400", filename="i3d_pretrained_400.pt",
     obtain="the VideoGPT/TATS I3D state dict (i3d_pretrained_400.pt, converted from TF-Hub); TATS and the cd-fvd "
            "package download it; place it at the path given",
     license="MIT (VideoGPT / TATS repositories)",
-    description="InceptionI3d(400) state dict; extractor i3d_pt400 of the tats_fvd2048 protocol"))
+    description="InceptionI3d(400) state dict; extractor i3d_pt400 of the tats_fvd2048 protocol",
+    digest_source="none published: the publisher gives only a download link (no checksum); cgmbench records the digest at first fetch"))
 register_file(KnownFile(
     name="videomae-v2-g-ssv2", filename="vit_g_hybrid_pt_1200e_ssv2_ft.pth", hub_id="OpenGVLab/VideoMAEv2",
     obtain="VideoMAE-v2 ViT-g/14 fine-tuned on SSv2 (vit_g_hybrid_pt_1200e_ssv2_ft.pth, ~4 GB) as cd-fvd uses it",
     license="Apache-2.0 (OpenGVLab/VideoMAEv2 model card)",
-    description="extractor videomae_v2_g_ssv2 of the cdfvd_videomae protocol (content-debiased FVD)"))
+    description="extractor videomae_v2_g_ssv2 of the cdfvd_videomae protocol (content-debiased FVD)",
+    digest_source="published, not pinned: the Hugging Face file page lists the LFS SHA-256; cgmbench records the digest at first fetch"))
