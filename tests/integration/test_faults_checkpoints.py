@@ -80,8 +80,10 @@ class ReadsAKnownFile(Generator):
 
 def test_a_junk_file_in_the_weights_folder_names_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("CGMBENCH_HOME", str(tmp_path))
-    weights.register_file(weights.KnownFile(name="faults-test:vae", filename="faults-vae.safetensors",
-                                            url="https://example.invalid/vae.safetensors"))
+    # the test's registry entry leaves with the test (monkeypatch.setitem deletes it at teardown)
+    monkeypatch.setitem(weights._REGISTRY, "faults-test:vae", weights.KnownFile(
+        name="faults-test:vae", filename="faults-vae.safetensors", url="https://example.invalid/vae.safetensors",
+        digest_source="none published: a test file"))
     register_model("reads-known", ReadsAKnownFile)
     (weights.weights_dir()).mkdir(parents=True, exist_ok=True)
     junk = weights.weights_dir() / "faults-vae.safetensors"
