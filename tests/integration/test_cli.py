@@ -57,6 +57,7 @@ def assert_one_line_error(code, err, *needles):
         assert needle in lines[0], (needle, lines[0])
 
 
+@pytest.mark.slow
 def test_run_prints_result_and_writes_record(tmp_path, capsys):
     code, out, _ = cli(capsys, "run", "--task", "shapes-t2i", "--model", "oracle", "--num-samples", "32",
                        "--out", str(tmp_path / "r"))
@@ -65,6 +66,7 @@ def test_run_prints_result_and_writes_record(tmp_path, capsys):
     assert rec["n"] == 32
 
 
+@pytest.mark.slow
 def test_demo_prints_table(tmp_path, capsys):
     code, out, _ = cli(capsys, "demo", "--out", str(tmp_path))
     assert code == 0
@@ -180,6 +182,7 @@ def test_abbreviated_options_are_refused(capsys):
         main(["run", "--task", "shapes-t2i", "--model", "noise", "--num", "4"])
 
 
+@pytest.mark.slow
 def test_module_entry_point_runs(tmp_path):
     res = subprocess.run([sys.executable, "-m", "cgmbench", "run", "--task", "shapes-cc", "--model", "nope",
                           "--out", str(tmp_path / "r")], capture_output=True, text=True)

@@ -181,6 +181,7 @@ def torchmetrics_lpips(alex: dict, lin: dict):
 
 
 @pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.slow
 def test_lpips_equals_torchmetrics_with_the_same_weights(random_lpips_weights, size):
     alex, lin = random_lpips_weights
     ours, info = load_lpips()

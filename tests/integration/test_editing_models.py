@@ -75,6 +75,7 @@ def shapes_edit():
     return task, ShapesSource(task, {"size": 1000})
 
 
+@pytest.mark.slow
 def test_generators_are_per_sample_and_inpaint_keeps_the_background(shapes_edit):
     task, source = shapes_edit
     cond = source.conditions([0, 1, 2])

@@ -167,6 +167,7 @@ def _reference(task, tmp_path, model="oracle", n=8):
                          progress=False), log=lambda m: None)
 
 
+@pytest.mark.slow
 def test_sigkill_at_every_write_step_resumes_to_the_identical_run(task, tmp_path):
     ref = _reference(task, tmp_path)
     script = tmp_path / "killer.py"
@@ -190,6 +191,7 @@ def test_sigkill_at_every_write_step_resumes_to_the_identical_run(task, tmp_path
         assert not [p for p in out.rglob(".*.tmp")], (k, when)  # leftovers of the killed write are gone
 
 
+@pytest.mark.slow
 def test_sigkill_at_every_write_step_of_a_sweep_finishes_to_the_identical_sweep(task, tmp_path):
     args = ["sweep", "--task", task, "--model", "noise", "--num-samples", "4", "--batch-size", "4", "--device", "cpu"]
     assert main([*args, "--out", str(tmp_path / "ref")]) == 0
@@ -264,6 +266,7 @@ def test_a_second_writer_is_refused_while_the_first_lives_and_a_killed_one_leave
                  "--out", str(out)]) == 0  # the kernel dropped the killed holder's lock
 
 
+@pytest.mark.slow
 def test_concurrent_sweeps_on_one_folder_never_lose_an_update(task, tmp_path):
     """Two sweep processes started together on one folder: one runs, the other is refused with one line; the
     sweep.json the winner leaves lists every point it ran."""
@@ -325,6 +328,7 @@ def test_read_only_folder_is_one_line(task, tmp_path, capsys, monkeypatch):
     assert "read-only file system" in one_line(capsys)
 
 
+@pytest.mark.slow
 def test_file_size_limit_is_one_line_for_real(task, tmp_path):
     """A real EFBIG: the child's RLIMIT_FSIZE is below one shard (Python ignores SIGXFSZ)."""
     import resource

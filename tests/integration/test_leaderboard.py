@@ -202,6 +202,7 @@ def test_pareto_figure_png_svg_and_errors(tmp_path):
         plot_pareto(TASK, tmp_path / "q.png", x="judge", y="kid", roots=[runs])
 
 
+@pytest.mark.slow
 def test_cli_leaderboard_csv_and_sample_grid(tmp_path, capsys):
     root = tmp_path / "runs"
     for model in ("oracle", "noise"):

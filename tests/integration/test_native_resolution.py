@@ -84,6 +84,7 @@ def frechet(mu1, s1, mu2, s2) -> float:
 
 
 @pytest.mark.parametrize("side, direction", [(64, "down"), (16, "up")])
+@pytest.mark.slow
 def test_sd3_at_its_own_resolution_end_to_end(side, direction, tmp_path, monkeypatch):
     write_tiny_sd3_medium(monkeypatch, side)
     out = tmp_path / "run"

@@ -17,6 +17,7 @@ from cgmbench.spec.task import load_task
     ("ldm", "shapes-t2i", dict(steps=10), 3.0),
     ("sd3", "shapes-t2i", dict(steps=10), 3.0),
 ])
+@pytest.mark.slow
 def test_bf16_samples_stay_close_to_fp32(model, task, knobs, mean_tol):
     spec = load_task(task)
     gen = load_model(model, spec)

@@ -61,6 +61,7 @@ def _quiet():
 # ------------------------------------------------------------------------------------ import
 
 
+@pytest.mark.slow
 def test_import_is_light_and_run_is_both_the_function_and_the_subpackage():
     light = "import sys, cgmbench; assert 'torch' not in sys.modules and 'numpy' not in sys.modules; "
     code = ("import sys, cgmbench; import cgmbench.run.runner as r;"
@@ -180,6 +181,7 @@ def _plain(x):
     return json.loads(json.dumps(x))
 
 
+@pytest.mark.slow
 def test_run_equals_the_runner_and_evaluate_rescores_every_form(oracle_run, tmp_path):
     from cgmbench.run.config import RunConfig
     from cgmbench.run.runner import run
@@ -201,6 +203,7 @@ def test_run_equals_the_runner_and_evaluate_rescores_every_form(oracle_run, tmp_
         assert cgmbench.evaluate(noise, task="shapes-t2i", log=lambda m: None)["judge"]["overall"]["value"] == 0.0
 
 
+@pytest.mark.slow
 def test_evaluate_and_run_errors(oracle_run):
     record, out = oracle_run
     with pytest.raises(CgmbenchError, match="needs task"):
@@ -266,6 +269,7 @@ def test_register_source_makes_a_task_usable(tmp_path):
 # ------------------------------------------------------------------------------------ README
 
 
+@pytest.mark.slow
 def test_the_readme_python_api_examples_run(tmp_path, monkeypatch):
     text = (REPO / "README.md").read_text()
     start = text.index("## Python API")

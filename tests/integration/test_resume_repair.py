@@ -130,6 +130,7 @@ def test_resume_of_intact_complete_run_verifies_and_generates_nothing(tmp_path, 
 
 
 @pytest.mark.parametrize("how", ["delete", "bitflip"])
+@pytest.mark.slow
 def test_resume_of_interrupted_run_regenerates_damaged_and_missing(tmp_path, reference, how):
     ref_record, ref_samples = reference
     out = tmp_path / "run"

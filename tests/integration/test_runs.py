@@ -63,6 +63,7 @@ def test_seed_depends_only_on_run_seed_task_and_index():
                 sample_seed(0, "shapes-cc", 5), sample_seed(0, "shapes-t2i", 6)}) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["blob", "noise", "oracle"])
 @pytest.mark.parametrize("task", ["shapes-t2i", "shapes-t2v"])
 def test_samples_identical_for_batch_sizes_1_7_64(tmp_path, model, task):
@@ -80,6 +81,7 @@ def test_samples_identical_for_batch_sizes_1_7_64(tmp_path, model, task):
     assert len(list((tmp_path / "b64" / "samples").glob("*.npy"))) == 1
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
     full = run(RunConfig(task="shapes-t2i", model="blob", num_samples=30, batch_size=4, out=str(tmp_path / "full"),
                          knobs={"guidance_scale": "2.5"}, progress=False), log=lambda m: None)
@@ -101,6 +103,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert resumed["identity_sha256"] == full["identity_sha256"]
 
 
+@pytest.mark.slow
 def test_kill_between_shard_and_index_write_is_harmless(tmp_path):
     cfg = RunConfig(task="shapes-cc", model="noise", num_samples=10, batch_size=4, out=str(tmp_path / "r"),
                     progress=False)
@@ -133,6 +136,7 @@ def test_run_record_fields(tmp_path):
     assert rec["metrics_pending"] == [] and {"fid", "clip_score"} <= set(rec["metrics"])
 
 
+@pytest.mark.slow
 def test_oracle_beats_noise_on_every_shapes_task(tmp_path):
     for task in ("shapes-cc", "shapes-paired", "shapes-unpaired", "shapes-edit", "shapes-t2v"):
         scores = {}

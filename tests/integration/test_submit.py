@@ -62,6 +62,7 @@ def nothing_written(lb: Path) -> bool:
     return not lb.exists() or not any(lb.rglob("*"))
 
 
+@pytest.mark.slow
 def test_valid_submissions_with_store_and_png_zip(runs, lb, tmp_path):
     root, recs = runs
     res = sm.submit(root / "oracle" / "run.json", samples=root / "oracle", leaderboards=lb, log=lambda m: None)
@@ -91,6 +92,7 @@ def test_cli_submit_and_dry_run(runs, lb, capsys):
     assert "valid; would be written" in capsys.readouterr().out and nothing_written(lb)
 
 
+@pytest.mark.slow
 def test_concurrent_submissions_both_land(runs, lb):
     root, _ = runs
     barrier = threading.Barrier(2)

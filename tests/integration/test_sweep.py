@@ -83,6 +83,7 @@ def test_grid_parsing_and_expansion():
         parse_knob_grid("1", ["guidance_scale=2"])
 
 
+@pytest.mark.slow
 def test_sweep_runs_each_point_then_skips(tmp_path):
     cfg = SweepConfig(task=TASK, model="guided-toy", grid={"guidance_scale": ["1", "2", "8"]}, out=str(tmp_path / "s"),
                       num_samples=24, batch_size=8, progress=False)
@@ -105,6 +106,7 @@ def test_sweep_runs_each_point_then_skips(tmp_path):
     assert [p["identity_sha256"] for p in again["points"]] == [p["identity_sha256"] for p in index["points"]]
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_at_run_and_sample_level(tmp_path):
     grid = {"guidance_scale": ["1.5", "3"], "steps": ["4"]}
     ref = run_sweep(SweepConfig(task=TASK, model="guided-toy", grid=grid, out=str(tmp_path / "ref"),
@@ -149,6 +151,7 @@ def _fake_record(rcfg):
     return {"identity_sha256": "x", "samples_sha256": "y", "model": {"knobs": rcfg.knobs}, "metrics": {}}
 
 
+@pytest.mark.slow
 def test_cli_sweep_handler(tmp_path, capsys):
     import argparse
 

@@ -164,6 +164,7 @@ def _tiny_class_latte(tmp_path: Path) -> Path:
                         config, {"command": "test"})
 
 
+@pytest.mark.slow
 def test_run_end_to_end_records_fvd_under_the_named_protocol(tmp_path, monkeypatch):
     from baselines.latte.generator import LatteGenerator
     from cgmbench.cli import main

@@ -101,6 +101,7 @@ def test_tf1_resize_is_bit_exact_with_torch_fidelity(size):
         assert torch.equal(ours, theirs)
 
 
+@pytest.mark.slow
 def test_tf_exact_features_and_logits_equal_torch_fidelity(ours, fidelity_outputs):
     for key in ("pool3", "logits_unbiased", "logits"):
         assert ours[key].dtype == torch.float64 and ours[key].device.type == "cpu"
@@ -114,6 +115,7 @@ def test_tf_exact_features_and_logits_equal_torch_fidelity(ours, fidelity_output
     assert (ours["logits"] - ours["logits_unbiased"]).abs().max().item() > 1e-3
 
 
+@pytest.mark.slow
 def test_call_and_logits_methods_match_extract_and_do_not_depend_on_batch_size(extractor, images, ours):
     flags_seen = []
     hook = extractor.network.register_forward_pre_hook(
@@ -140,6 +142,7 @@ def test_call_and_logits_methods_match_extract_and_do_not_depend_on_batch_size(e
     assert (logits_with_bias - ours["logits"][:3]).abs().max().item() <= 1e-5
 
 
+@pytest.mark.slow
 def test_float64_compute_matches_torch_fidelity_run_in_float64(weights_file, images, ours):
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 

@@ -12,6 +12,7 @@ SHAPES_TASKS = ["shapes-cc", "shapes-t2i", "shapes-paired", "shapes-unpaired", "
 
 
 @pytest.mark.parametrize("task_name", SHAPES_TASKS)
+@pytest.mark.slow
 def test_judge_on_real_world_samples(task_name):
     task = load_task(task_name)
     source = open_source(task)

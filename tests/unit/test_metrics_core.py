@@ -59,6 +59,7 @@ class _IdentityExtractor(torch.nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_frechet_matches_pytorch_fid_and_clean_fid_at_2048(monkeypatch):
     from cleanfid.fid import frechet_distance as cleanfid_fd
     from pytorch_fid.fid_score import calculate_frechet_distance

@@ -152,6 +152,7 @@ def test_llamagen_c2i_variant_loads_tiny_release_files_end_to_end(tmp_path):
         assert torch.equal(images[i:i + 1], torch.clamp(127.5 * x + 128.0, 0, 255).to(torch.uint8))
 
 
+@pytest.mark.slow
 def test_samples_do_not_depend_on_the_batch(tmp_path):
     home = tmp_path / "home"
     _write_release(home, "vq_ds16_c2i.pt", _tiny_vq())

@@ -18,6 +18,7 @@ def inception_weights(tmp_path_factory):
 
 
 @pytest.mark.parametrize("protocol", ["tf-exact", "clean"])
+@pytest.mark.slow
 def test_prepared_stages_equal_forward(inception_weights, protocol):
     ext = get_extractor("inception-v3", weights_path=inception_weights, protocol=protocol)
     images = smooth_images(5, 40, 48, seed=1)

@@ -47,6 +47,7 @@ def _uint8(x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("task_name", ["shapes-cc", "shapes-t2i"])
+@pytest.mark.slow
 def test_fid_orders_oracle_corruptions_and_noise(cnn, task_name):
     task = load_task(task_name)
     mu_r, sigma_r = feature_statistics(_features(cnn, open_source(task, "reference").references(range(N_REF))))
@@ -132,6 +133,7 @@ def test_shipped_weights_are_small_and_documented(stem):
     assert info["config"]["steps"] == info["steps"] and info["train_seconds"] < 20 * 60
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_and_user_weights_are_non_standard(tmp_path):
     torch.set_num_threads(1)
     small = {"images": 48, "steps": 2, "batch_size": 8}

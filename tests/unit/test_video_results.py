@@ -37,6 +37,7 @@ def test_gif_round_trip_of_flat_frames():
         assert tuple(np.asarray(gif.convert("RGB"))[0, 0]) == c
 
 
+@pytest.mark.slow
 def test_run_grid_and_gif_export(tmp_path):
     import cgmbench
     from cgmbench.results.plots import sample_grid

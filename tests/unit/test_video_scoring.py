@@ -79,6 +79,7 @@ def test_fvd_equals_direct_recomputation_with_an_i3d_stand_in(monkeypatch):
     assert entry["ci95"][0] <= entry["value"] <= entry["ci95"][1] and entry["ci95"][0] < entry["ci95"][1]
 
 
+@pytest.mark.slow
 def test_shapes_fvd_uses_the_shipped_frame_network_and_separates_noise():
     from cgmbench.extractors.shapes import ShapesCNNExtractor
 
@@ -123,6 +124,7 @@ def test_temporal_metrics_equal_their_definitions():
         assert e["n"] == 20 and e["ci95"][0] <= e["value"] <= e["ci95"][1]
 
 
+@pytest.mark.slow
 def test_catalog_and_bad_input():
     assert set(V.VIDEO_METRICS) <= set(in_group("video"))
     assert direction("fvd") == "min" and direction("motion_accuracy") == "max"
