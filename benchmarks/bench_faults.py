@@ -42,6 +42,14 @@ MODELS = [
     ("sd3", "shapes-t2i", ["steps=4"]),
     ("pix2pix", "shapes-paired", []),
     ("cyclegan", "shapes-unpaired", []),
+    # the families shipped later (issues 13-16)
+    ("stackgan", "shapes-t2i", []),
+    ("attngan", "shapes-t2i", []),
+    ("parti", "shapes-t2i", []),
+    ("latte", "shapes-t2v", ["steps=4"]),
+    ("sdedit", "shapes-edit", ["steps=4"]),
+    ("inpaint", "shapes-edit", ["steps=4"]),
+    ("instruct-pix2pix", "shapes-edit", ["steps=4"]),
 ]
 
 
