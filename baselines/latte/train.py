@@ -51,7 +51,7 @@ LATTE_TINY_CONFIGS: dict[str, dict] = {
                    mlp_ratio=4.0, num_frames=8, class_dropout_prob=0.0, num_classes=None, learn_sigma=True,
                    extras=78, text_tokens=16, text_width=64),
         text_encoder=dict(context_length=16, width=64, layers=2, heads=4),
-        train=dict(items=4000, batch_size=8, steps=1600, lr=1e-3, warmup=100, ema_decay=0.995,
+        train=dict(items=4000, batch_size=8, steps=4000, lr=1e-3, warmup=100, ema_decay=0.995,
                    caption_dropout=0.1),
         defaults=dict(guidance_scale=4.0, steps=50, sampler="ddpm"),
         clip_denoised=True,

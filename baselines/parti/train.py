@@ -47,8 +47,8 @@ _VQ = dict(codebook_size=128, codebook_embed_dim=8, codebook_l2_norm=True, codeb
            z_channels=32, dropout_p=0.0, ch=32, num_res_blocks=1)
 _GPT = dict(dim=128, n_layer=4, n_head=4, multiple_of=32, vocab_size=128, block_size=64, class_dropout_prob=0.1,
             token_dropout_p=0.0, resid_dropout_p=0.0, ffn_dropout_p=0.0)
-_TRAIN = dict(items=4000, batch_size=32, vq_batch_size=16, vq_steps=300, vq_lr=2e-3, restart_every=10,
-              restart_until=0.8, gpt_steps=600, lr=1e-3, warmup=50, ema_decay=0.995)
+_TRAIN = dict(items=4000, batch_size=32, vq_batch_size=16, vq_steps=2000, vq_lr=2e-3, restart_every=10,
+              restart_until=0.8, gpt_steps=3000, lr=1e-3, warmup=50, ema_decay=0.995)
 
 #: (config, task) -> recipe
 TINY_CONFIGS: dict[tuple[str, str], dict] = {
