@@ -58,6 +58,8 @@ class DiTTrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 100
+    #: after warm-up: "constant" (the paper) or "cosine" (decay to 0 over the remaining steps)
+    lr_schedule: str = "constant"
     weight_decay: float = 0.0
     #: std of the label-embedding table at init (paper: 0.02) and its learning-rate multiplier (paper: 1)
     label_init_std: float = 1.0
@@ -78,7 +80,7 @@ class DiTTrainConfig:
 
 #: recipe per (config, task); tasks not listed use the "tiny" defaults
 TRAIN_CONFIGS: dict[tuple[str, str], DiTTrainConfig] = {
-    ("tiny", "shapes-cc"): DiTTrainConfig(steps=6000),
+    ("tiny", "shapes-cc"): DiTTrainConfig(steps=10000, lr_schedule="cosine"),
     ("tiny", "digits-cc"): DiTTrainConfig(steps=2000),
 }
 
@@ -107,6 +109,20 @@ def _training_data(task, max_items: int) -> tuple[torch.Tensor, torch.Tensor]:
     labels = src.conditions(idx).labels.long()
     images = torch.from_numpy(np.ascontiguousarray(src.references(idx))).float() / 127.5 - 1.0
     return images, labels
+
+
+def _learning_rate(cfg: DiTTrainConfig, step: int) -> float:
+    """Linear warm-up, then constant or a cosine decay to 0 at ``cfg.steps``."""
+    import math
+
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / max(1, cfg.warmup_steps)
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    if cfg.lr_schedule == "cosine":
+        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))
+    raise CgmbenchError(f"unknown lr_schedule {cfg.lr_schedule!r}", "use 'constant' or 'cosine'")
 
 
 @torch.no_grad()
@@ -191,7 +207,7 @@ def _train(task, config: str, out: Path, resume: bool, steps: int | None, seed: 
         x, y = images[idx].to(device), labels[idx].to(device)
         t = torch.randint(diffusion.num_timesteps, (cfg.batch_size,), generator=gen).to(device)
         noise = torch.randn(x.shape, generator=gen).to(device)
-        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        lr = _learning_rate(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr * group["lr_scale"]
         terms = diffusion.training_losses(model, x, t, model_kwargs={"y": y}, noise=noise)

@@ -49,6 +49,8 @@ _GPT = dict(dim=128, n_layer=4, n_head=4, multiple_of=32, vocab_size=128, block_
             token_dropout_p=0.0, resid_dropout_p=0.0, ffn_dropout_p=0.0)
 _TRAIN = dict(items=4000, batch_size=32, vq_batch_size=16, vq_steps=2000, vq_lr=2e-3, restart_every=10,
               restart_until=0.8, gpt_steps=3000, lr=1e-3, warmup=50, ema_decay=0.995)
+#: the shipped shapes-cc checkpoint's (shorter) schedule, kept so its card's command still reproduces it
+_TRAIN_CC = dict(_TRAIN, vq_steps=300, gpt_steps=600)
 
 #: (config, task) -> recipe
 TINY_CONFIGS: dict[tuple[str, str], dict] = {
@@ -56,11 +58,12 @@ TINY_CONFIGS: dict[tuple[str, str], dict] = {
         resolution=32, vq=_VQ,
         gpt=dict(_GPT, model_type="t2i", cls_token_num=16, caption_token_num=16, caption_dim=64),
         text_encoder=dict(context_length=16, width=64, layers=2, heads=4),
-        train=_TRAIN, defaults=dict(guidance_scale=3.0, temperature=1.0, top_k=0, top_p=1.0, cfg_interval=-1)),
+        # w = 2 dominates 1, 3 and 4 on the judge/FID/CLIP sweep of the shipped checkpoint (card "measured")
+        train=_TRAIN, defaults=dict(guidance_scale=2.0, temperature=1.0, top_k=0, top_p=1.0, cfg_interval=-1)),
     ("tiny", "shapes-cc"): dict(
         resolution=32, vq=_VQ, gpt=dict(_GPT, model_type="c2i", cls_token_num=1, num_classes=18),
         text_encoder=None,
-        train=_TRAIN, defaults=dict(guidance_scale=3.0, temperature=1.0, top_k=0, top_p=1.0, cfg_interval=-1)),
+        train=_TRAIN_CC, defaults=dict(guidance_scale=3.0, temperature=1.0, top_k=0, top_p=1.0, cfg_interval=-1)),
 }
 
 
