@@ -80,7 +80,7 @@ class DiTTrainConfig:
 
 #: recipe per (config, task); tasks not listed use the "tiny" defaults
 TRAIN_CONFIGS: dict[tuple[str, str], DiTTrainConfig] = {
-    ("tiny", "shapes-cc"): DiTTrainConfig(steps=10000, lr_schedule="cosine"),
+    ("tiny", "shapes-cc"): DiTTrainConfig(steps=5000, lr_schedule="cosine"),
     ("tiny", "digits-cc"): DiTTrainConfig(steps=2000),
 }
 
