@@ -36,17 +36,18 @@ def test_shipped_model_is_the_task_default_and_matches_its_card(task, variant):
 
 
 @pytest.mark.slow
-def test_shipped_t2i_model_beats_noise_on_fid_and_clip_score(tmp_path):
+def test_shipped_t2i_model_beats_noise_on_judge_fid_and_clip_score(tmp_path):
     import cgmbench
 
     rec = cgmbench.run("shapes-t2i", "parti", num_samples=32, out=str(tmp_path / "parti"))
     noise = cgmbench.run("shapes-t2i", "noise", num_samples=32, out=str(tmp_path / "noise"))
-    assert rec["model"]["knobs"] == {"guidance_scale": 3.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
+    assert rec["model"]["knobs"] == {"guidance_scale": 2.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
                                      "cfg_interval": -1}
-    # measured at 64 samples: FID[shapes-cnn] 4670 vs noise 33965, CLIP score 20.6 vs 9.2; the judge is 0 for
-    # both (the 300-step tokenizer does not keep colours well enough for it: a known gap, see the report)
-    assert rec["metrics"]["fid"]["value"] < 0.5 * noise["metrics"]["fid"]["value"]
-    assert rec["metrics"]["clip_score"]["value"] > noise["metrics"]["clip_score"]["value"]
+    # measured at 128 samples (w=2): judge 0.250 [0.180, 0.320] vs noise 0.000, FID[shapes-cnn] 195 vs 33965,
+    # CLIP score 72.4 vs 9.2 (the card's "measured"); at 32 samples the judge interval still excludes noise's 0
+    assert rec["metrics"]["judge"]["overall"]["ci95"][0] > noise["metrics"]["judge"]["overall"]["value"]
+    assert rec["metrics"]["fid"]["value"] < 0.05 * noise["metrics"]["fid"]["value"]
+    assert rec["metrics"]["clip_score"]["value"] > 3 * noise["metrics"]["clip_score"]["value"]
 
 
 @pytest.mark.slow
