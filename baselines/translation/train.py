@@ -50,7 +50,7 @@ PIX2PIX_CONFIGS: dict[str, dict] = {
 
 #: CycleGAN recipes. ``tiny``: the official objective and optimiser (LSGAN, cycle λ_A = λ_B = 10,
 #: image pools of 50, Adam 2e-4 β1 0.5, constant LR then linear decay over the last half) with
-#: small networks on the 32×32 shapes world, batch 4, 12,000 steps (48,000 images, ~24 epochs of
+#: small networks on the 32×32 shapes world, batch 4, 1,200 steps (4,800 images, ~2.4 epochs of
 #: the 2,000 train scenes per domain; upstream trains 200 epochs). One deviation: the identity
 #: weight is 2.0·λ instead of 0.5·λ. With 0.5 (and with batch 1 or 4, 1.5k-5k steps) the tiny
 #: generator collapsed to an invertible "code": textured background right, every object
@@ -64,7 +64,7 @@ CYCLEGAN_CONFIGS: dict[str, dict] = {
         "netD": "n_layers", "n_layers_D": 2, "ndf": 16, "norm_D": "instance",
         "gan_mode": "lsgan", "lambda_A": 10.0, "lambda_B": 10.0, "lambda_identity": 2.0, "pool_size": 50,
         "lr": 2e-4, "beta1": 0.5, "decay_fraction": 0.5,
-        "batch_size": 4, "steps": 12000, "num_train": 2000,
+        "batch_size": 4, "steps": 1200, "num_train": 2000,
         "save_every": 500, "log_every": 50,
         "init_type": "normal", "init_gain": 0.02,
     },
