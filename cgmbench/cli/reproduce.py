@@ -58,7 +58,8 @@ def needed(task_name: str | None, model: str | None, recipe: str | None) -> list
         if model:
             reqs += [r for part in run_requirements(task, model) for r in part]
         else:
-            reqs += source_requirements(task, "conditions", "conditions") + metric_requirements(task)
+            reqs += source_requirements(task, "conditions", "conditions")
+            reqs += [r for part in metric_requirements(task).values() for r in part]
     elif model:
         raise CgmbenchError("cgmbench fetch --model needs --task (a model's files depend on the task's checkpoint)")
     return unique(reqs)

@@ -10,10 +10,17 @@ The files of a run come from four places, each declaring its own (:mod:`cgmbench
   metrics that compare against real images (FID, KID, precision/recall, CMMD, PSNR/SSIM/LPIPS), and whatever a
   :class:`cgmbench.catalog.MetricSpec` declares in ``requires``.
 
-:func:`check` raises one :class:`MissingFiles` naming every missing file, each with the command that gets it, and
-``cgmbench fetch --task T --model M`` (:func:`fetch_command`) gets them all. With ``allow_pending_metrics`` only the
-model's and the conditions' files are required; metrics whose files are missing are recorded in
-``metrics_pending``, as before preflight existed.
+:func:`check` raises one :class:`MissingFiles` naming every missing file, each with the command that gets it, when
+
+* a file needed to *sample* (the model's, the conditions') is missing: the metrics' missing files are listed too,
+  so that one ``cgmbench fetch --task T --model M`` (:func:`fetch_command`) gets everything; or
+* the missing files would leave *none* of the task's metrics computable (a run that would sample everything and
+  score nothing), unless ``allow_pending_metrics`` (``--allow-pending-metrics``: sample now, score later with
+  ``cgmbench score RUN_DIR``).
+
+When only some metrics lack files (an offline shapes task without LPIPS' AlexNet), the run goes on: a warning at
+the start names the files and their commands, and those metrics are recorded in ``metrics_pending``; samples are
+stored, so ``cgmbench score`` computes them once the files are there.
 
 Coverage: the model families in ``baselines/`` and the metrics above. The video metrics' detectors and the
 DAMSM encoders of ``r_precision`` are not declared yet: when missing they still end as ``metrics_pending`` entries
@@ -98,34 +105,35 @@ def lpips_requirements(why: str) -> list[Requirement]:
     return out
 
 
-def metric_requirements(task) -> list[Requirement]:
-    """What the metrics of ``task`` read (see the module docstring)."""
-    from cgmbench.catalog import in_group, metric_spec
+def metric_requirements(task) -> dict[str, list[Requirement]]:
+    """What each metric of ``task`` reads (see the module docstring): metric -> requirements (``[]``: none)."""
+    from cgmbench.catalog import metric_spec
     from cgmbench.scoring.harness import default_clip_extractor
 
     settings = task.metric_settings
-    names = [m for m in settings.compute
-             if not metric_spec(m).pending and (not metric_spec(m).kinds or task.kind in metric_spec(m).kinds)]
-    out: list[Requirement] = []
-    need_reference: list[str] = []
-    features = in_group("features", names)
-    if features:
-        out += extractor_requirements(settings.extractor, ", ".join(features))
-        need_reference += [m for m in features if m != "is"]
-    clip = in_group("clip", names)
-    if clip:
-        out += extractor_requirements(default_clip_extractor(task), ", ".join(clip))
-        need_reference += [m for m in clip if m == "cmmd"]
-    if task.kind in PAIRED_KINDS:
-        need_reference += in_group("pixel", names) + in_group("lpips", names)
-        if "lpips" in names:
-            out += lpips_requirements("lpips")
-    if need_reference:
-        out += source_requirements(task, "reference", f"reference images ({', '.join(need_reference)})")
-    for m in names:
-        requires = metric_spec(m).requires
-        if requires is not None:
-            out += list(requires(task))
+    out: dict[str, list[Requirement]] = {}
+    for m in settings.compute:
+        spec = metric_spec(m)
+        if spec.pending or (spec.kinds and task.kind not in spec.kinds):
+            continue  # never computed for this task: nothing to read
+        reqs: list[Requirement] = []
+        reference = False
+        if spec.group == "features":
+            reqs += extractor_requirements(settings.extractor, m)
+            reference = m != "is"
+        elif spec.group == "clip":
+            reqs += extractor_requirements(default_clip_extractor(task), m)
+            reference = m == "cmmd"
+        elif spec.group == "pixel":
+            reference = task.kind in PAIRED_KINDS
+        elif spec.group == "lpips" and task.kind in PAIRED_KINDS:
+            reqs += lpips_requirements(m)
+            reference = True
+        if reference:
+            reqs += source_requirements(task, "reference", f"reference images ({m})")
+        if spec.requires is not None:
+            reqs += list(spec.requires(task))
+        out[m] = reqs
     return out
 
 
@@ -133,7 +141,8 @@ def run_requirements(task, model_spec: str, checkpoint: str | None = None) -> tu
     """``(needed to sample, needed to score)``: the model's and the conditions' files, and the metrics'."""
     sampling = model_requirements(task, model_spec, checkpoint) + source_requirements(task, "conditions",
                                                                                       "conditions")
-    return unique(sampling), unique(metric_requirements(task))
+    scoring = [r for reqs in metric_requirements(task).values() for r in reqs]
+    return unique(sampling), unique(scoring)
 
 
 # ------------------------------------------------------------------------------------------ checking
@@ -145,21 +154,30 @@ def describe_missing(items: list[Requirement]) -> str:
 
 def check(task, model_spec: str, checkpoint: str | None = None, allow_pending_metrics: bool = False,
           log: Callable[[str], None] | None = None) -> list[Requirement]:
-    """Raise :class:`MissingFiles` listing every missing file of the run (see the module docstring); returns the
-    metrics' missing files that ``allow_pending_metrics`` lets the run go without (logged)."""
-    sampling, scoring = run_requirements(task, model_spec, checkpoint)
+    """Raise :class:`MissingFiles` listing every missing file of the run when one is needed to sample, or when the
+    missing files would leave none of the task's metrics computable (see the module docstring). Otherwise return the
+    missing metric files (their metrics will be pending; a warning naming them is logged)."""
+    sampling = unique(model_requirements(task, model_spec, checkpoint)
+                      + source_requirements(task, "conditions", "conditions"))
+    per_metric = metric_requirements(task)
     lacking_sampling = missing(sampling)
-    lacking_scoring = [r for r in missing(scoring) if r.key not in {s.key for s in lacking_sampling}]
-    blocking = lacking_sampling + ([] if allow_pending_metrics else lacking_scoring)
-    if blocking:
-        fetchable = all(r.fetchable for r in blocking)
-        how = (f"get them all at once: {fetch_command(task.name, model_spec)}"
-               + ("" if fetchable else " (it lists the manual steps it cannot do)"))
-        if not allow_pending_metrics and lacking_scoring and not lacking_sampling:
-            how += "; or pass --allow-pending-metrics to sample anyway and record those metrics as pending"
+    seen = {r.key for r in lacking_sampling}
+    lacking_scoring = [r for r in missing([r for reqs in per_metric.values() for r in reqs]) if r.key not in seen]
+    lacking_keys = {r.key for r in lacking_scoring} | seen
+    blocked = [m for m, reqs in per_metric.items() if any(r.key in lacking_keys for r in reqs)]
+    nothing_to_score = bool(per_metric) and len(blocked) == len(per_metric)
+    fetch_all = fetch_command(task.name, model_spec)
+    if lacking_sampling or (nothing_to_score and not allow_pending_metrics):
+        blocking = lacking_sampling + lacking_scoring
+        how = f"get them all at once: {fetch_all}"
+        if not all(r.fetchable for r in blocking):
+            how += " (it lists the manual steps it cannot do)"
+        if not lacking_sampling:
+            how += ("; or pass --allow-pending-metrics to sample anyway and score later with `cgmbench score RUN_DIR`")
         raise MissingFiles(f"{model_spec} on {task.name} needs {len(blocking)} file(s) that are not on this "
                            f"machine: {describe_missing(blocking)}", how, blocking)
     if lacking_scoring and log is not None:
-        log(f"cgmbench: warning: the metrics will be recorded as pending without {len(lacking_scoring)} missing "
-            f"file(s): {describe_missing(lacking_scoring)}")
+        log(f"cgmbench: warning: {', '.join(blocked)} will be recorded as pending: {len(lacking_scoring)} file(s) are "
+            f"missing: {describe_missing(lacking_scoring)}; get them with {fetch_all}, then score the run again "
+            "with `cgmbench score RUN_DIR`")
     return lacking_scoring

@@ -94,11 +94,15 @@ def test_only_the_files_still_missing_are_listed(tmp_path, monkeypatch, capsys):
     with pytest.raises(MissingFiles) as e:
         check(task, "ldm")
     assert sorted(r.name for r in e.value.missing) == ["clip-vit-l-14", "inception-v3"]
-    # CLIP may also sit in the Hugging Face cache, where the extractor looks too
-    _put_in_hf_cache(cache, "timm/vit_large_patch14_clip_224.openai", {"open_clip_model.safetensors": b"w"})
     line = _one_line_error(capsys, ["run", "--task", "coco-t2i", "--model", "ldm", "--out", str(tmp_path / "o")])
-    assert "needs 1 file(s)" in line and "inception-v3" in line and "clip-vit-l-14" not in line
-    assert "--allow-pending-metrics" in line  # only metric files are missing: sampling could go on
+    assert "needs 2 file(s)" in line and "--allow-pending-metrics" in line  # nothing could be scored
+    # CLIP may also sit in the Hugging Face cache, where the extractor looks too: clip_score can be computed, so
+    # the run goes on; FID will be pending and a warning names what it lacks
+    _put_in_hf_cache(cache, "timm/vit_large_patch14_clip_224.openai", {"open_clip_model.safetensors": b"w"})
+    logs = []
+    assert [r.name for r in check(task, "ldm", log=logs.append)] == ["inception-v3"]
+    assert len(logs) == 1 and "fid will be recorded as pending" in logs[0]
+    assert "cgmbench weights fetch inception-v3" in logs[0] and "cgmbench score" in logs[0]
 
 
 def test_noise_on_coco_names_the_metric_weights_instead_of_sampling(tmp_path, monkeypatch, capsys):
