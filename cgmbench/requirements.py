@@ -85,7 +85,8 @@ class Requirement:
 
     def describe(self) -> str:
         """One item of the preflight list: what, where, and the command that gets it."""
-        where = self.path if self.kind != "hub" else f"{', '.join(self.files)} of {self.name} in the Hugging Face cache {self.path}"
+        where = (self.path if self.kind != "hub"
+                 else f"{', '.join(self.files)} of {self.name} in the Hugging Face cache {self.path}")
         source = f" from {self.url}" if self.url and self.url not in self.get else ""
         return f"{self.what}: {where}{source} (get it: {self.get})"
 
