@@ -33,9 +33,9 @@ def register(subparsers) -> None:
                                           "weights, datasets and reference batches), or everything --recipe R "
                                           "needs, into the paths cgmbench reads, verifying registry digests; files "
                                           "that need a manual step are listed with that step (exit status 2).")
-    f.add_argument("--task")
-    f.add_argument("--model")
-    f.add_argument("--recipe")
+    f.add_argument("--task", help="task name or .toml path: its data and its metrics' files")
+    f.add_argument("--model", help="NAME[:VARIANT]: also the files this model reads for --task")
+    f.add_argument("--recipe", help="a reproduction recipe (cgmbench reproduce --list): every file it needs")
     f.add_argument("--dry-run", action="store_true", help="only list what is present and what is missing")
 
 
