@@ -51,7 +51,9 @@ def run(task, model: str, **options) -> dict:
 
     ``options`` are the fields of :class:`cgmbench.run.config.RunConfig` — ``num_samples``, ``seed``,
     ``batch_size``, ``out``, ``resume``, ``knobs`` (dict), ``checkpoint``, ``device`` (default ``"auto"``:
-    CUDA when available), ``precision``, ``progress`` — plus ``guidance=w`` (the knob ``guidance_scale``)
+    CUDA when available), ``precision``, ``progress``, ``micro_batch`` (samples per network pass; default: 1 on a
+    CPU, the batch size on a GPU), ``threads``, ``allow_pending_metrics`` — plus ``guidance=w`` (the knob
+    ``guidance_scale``)
     and ``log`` (a ``str -> None`` callable for progress lines; default: standard error).
     ``task`` may be a name, a ``.toml`` path or a :class:`~cgmbench.spec.task.TaskSpec` loaded from a file.
     """

@@ -45,6 +45,9 @@ class MetricSpec:
     compute: Callable[["SampleInputs"], dict] | None = None
     #: why this version cannot compute it (recorded in ``metrics_pending``), or None
     pending: str | None = None
+    #: ``requires(task) -> [Requirement]``: files it reads beyond what its group's pass declares (the run's
+    #: preflight, :mod:`cgmbench.run.preflight`, checks them before sampling), or None
+    requires: Callable[[Any], list] | None = None
 
     def __post_init__(self):
         if self.direction not in ("min", "max"):

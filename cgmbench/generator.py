@@ -18,6 +18,16 @@ output does not depend on how samples are batched.
 Models are found through the ``cgmbench.models`` entry-point group (:mod:`cgmbench.models.registry`);
 an entry point names a :class:`Generator` subclass, whose :meth:`Generator.load` builds the
 model for a task, a checkpoint variant (``--model NAME:VARIANT``) or a file (``--checkpoint``).
+
+Two optional parts of the contract:
+
+* :meth:`Generator.required_files` lists every file ``load`` with the same arguments would read that is not
+  shipped in a package (checkpoints, VAEs, text encoders, tokenizers) as
+  :class:`cgmbench.requirements.Requirement` items, so that a run checks them all before it samples and
+  ``cgmbench fetch`` gets them (:mod:`cgmbench.run.preflight`);
+* a model that runs a ``generate`` batch through its networks in chunks declares ``micro_batch`` (samples per
+  chunk, ``None`` = the whole batch); the run sets it (:func:`cgmbench.run.execution.choose_micro_batch`: 1 on a
+  CPU unless ``--batch-size`` is given, so that samples are bit-identical whatever the batch) and records it.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from cgmbench.conditions import Conditions
 from cgmbench.errors import CgmbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from cgmbench.requirements import Requirement
     from cgmbench.spec.task import TaskSpec
 
 #: The suite's one guidance convention (README, "The guidance convention"): every model's ``guidance_scale`` knob is
@@ -149,6 +160,15 @@ class Generator(ABC):
     def variants(cls) -> dict[str, str]:
         """Named checkpoints this model knows (``--model NAME:VARIANT``), name -> description."""
         return {}
+
+    @classmethod
+    def required_files(cls, task: "TaskSpec", variant: str | None = None,
+                       checkpoint: str | None = None) -> list["Requirement"]:
+        """Every file :meth:`load` ``(task, variant, checkpoint)`` reads beyond the installed packages, present or
+        not (:mod:`cgmbench.requirements`: registry weights, hub-cache files, data). Called before ``load``; may
+        raise :class:`CgmbenchError` for arguments ``load`` would refuse (an unknown variant). The default, no
+        file, suits models without downloaded weights."""
+        return []
 
     # -- sampling -----------------------------------------------------------------------
 

@@ -236,7 +236,7 @@ def fetch(name: str, progress: bool = True) -> Path:
 
 
 def _fetch_from_hub(kf: KnownFile, dest: Path) -> Path:
-    """A hub file (gated ones need ``HF_TOKEN`` or ``huggingface-cli login``) downloaded next to ``dest``,
+    """A hub file (gated ones need ``HF_TOKEN`` or ``hf auth login``) downloaded next to ``dest``,
     verified, then renamed to exactly the path cgmbench reads (not left in the hub cache)."""
     import shutil
 

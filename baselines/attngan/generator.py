@@ -81,6 +81,22 @@ class AttnGANGenerator(Generator):
                 "coco": "official coco_AttnGAN2.pth + DAMSM text_encoder100.pth + coco captions.pickle (256x256)"}
 
     @classmethod
+    def required_files(cls, task, variant=None, checkpoint=None) -> list:
+        """The official generator, DAMSM text encoder and captions vocabulary of ``variant`` (a given generator
+        file still needs the other two; shipped variants need nothing)."""
+        from cgmbench.requirements import weights_file
+
+        if variant is None or variant in SHIPPED_ATTNGAN:
+            return []
+        if variant not in OFFICIAL_ATTNGAN:
+            raise CgmbenchError(f"unknown attngan checkpoint {variant!r}", f"known: {', '.join(cls.variants())}")
+        g, te, caps, _ = OFFICIAL_ATTNGAN[variant]
+        names = ((te, "DAMSM text encoder"), (caps, "captions vocabulary"))
+        if checkpoint is None:
+            names = ((g, "generator"),) + names
+        return [weights_file(n, f"model attngan:{variant} {what}") for n, what in names]
+
+    @classmethod
     def load(cls, task, variant=None, checkpoint=None, device="cpu") -> "AttnGANGenerator":
         if checkpoint is not None:
             path = Path(checkpoint)

@@ -217,8 +217,8 @@ def _missing_hub(hub_id: str, what: str, err: Exception | None = None) -> Cgmben
     detail = f" ({type(err).__name__})" if err is not None else ""
     return CgmbenchError(
         f"{what} weights {hub_id!r} are not in the local Hugging Face cache {hf_cache_dir()}{detail}",
-        f"fetch them once with `huggingface-cli download {hub_id}` (set HF_HOME to move the cache); "
-        "cgmbench never downloads text encoders at run time")
+        f"fetch them once with `hf download {hub_id}`, which saves them in that cache (set HF_HOME to move it), "
+        "or with `cgmbench fetch --task T --model M`; cgmbench never downloads text encoders at run time")
 
 
 def _cached_file(hub_id: str, filename: str, what: str) -> str:
@@ -359,6 +359,18 @@ class SD3TextEncoders(TextEncoder):
     context_length = 77
     width = 4096
     pooled_width = 2048
+
+    @staticmethod
+    def required_files(what: str) -> list:
+        """The three encoders in the local Hugging Face cache (:mod:`cgmbench.requirements`)."""
+        from cgmbench.requirements import hub_files, transformers_model
+
+        return [transformers_model(CLIPTextEncoder.hub_id, f"{what}: CLIP-L text encoder",
+                                   tokenizer=("vocab.json", "merges.txt")),
+                hub_files(OpenCLIPBigGEncoder.hub_id, ("open_clip_model.safetensors",),
+                          f"{what}: OpenCLIP bigG text encoder"),
+                transformers_model(T5XXLEncoder.hub_id, f"{what}: T5-XXL text encoder",
+                                   tokenizer=("spiece.model|tokenizer.json",))]
 
     def __init__(self, device: str = "cpu"):
         self.clip_l = CLIPTextEncoder(layer=-2, device=device)

@@ -186,6 +186,33 @@ class DiTGenerator(Generator):
                 f"{task.resolution}x{task.resolution}", "choose a checkpoint made for this task")
         return gen
 
+    @classmethod
+    def required_files(cls, task, variant=None, checkpoint=None) -> list:
+        """The official checkpoint and the SD VAE its latents decode with (shipped variants: nothing; a file given
+        as ``checkpoint``: the VAE when its companion JSON, or the official preset it is read as, is latent)."""
+        from cgmbench.requirements import weights_file
+
+        if checkpoint is not None:
+            path = Path(checkpoint)
+            meta_path = _companion_json(path)
+            if meta_path.is_file() and meta_path != path:
+                try:
+                    latent = json.loads(meta_path.read_text()).get("latent", "identity")
+                except (OSError, ValueError, AttributeError):
+                    return []  # load() says what is wrong with the companion file
+            else:
+                official = [v for v in OFFICIAL_VARIANTS.values() if v.image_size == task.resolution]
+                latent = official[0].latent if official else "identity"
+            return [weights_file(VAE_WEIGHTS, f"model dit ({path.name}): VAE decoder")] if latent == VAE_WEIGHTS \
+                else []
+        v = cls._pick_variant(task, variant)
+        if v.shipped:
+            return []
+        out = [weights_file(v.weights, f"model dit:{v.name} checkpoint")]
+        if v.latent == VAE_WEIGHTS:
+            out.append(weights_file(VAE_WEIGHTS, f"model dit:{v.name}: VAE decoder"))
+        return out
+
     @staticmethod
     def _pick_variant(task, variant: str | None) -> DiTVariant:
         variants = _all_variants()

@@ -124,6 +124,30 @@ class LatteGenerator(Generator):
         return {name: v.description for name, v in VARIANTS.items()}
 
     @classmethod
+    def required_files(cls, task, variant=None, checkpoint=None) -> list:
+        """The official checkpoint and the SD VAE it decodes with (shipped variants and cgmbench files: nothing;
+        an official-format file given as ``checkpoint``: the VAE)."""
+        from cgmbench.requirements import weights_file
+
+        if checkpoint is not None:
+            path = Path(checkpoint)
+            if path.suffix == ".safetensors" and path.is_file() and _is_cgmbench_file(path):
+                return []
+            return [weights_file(VAE_WEIGHTS, f"model latte ({path.name}): VAE decoder")]
+        if variant is None:
+            found = [v for v in VARIANTS.values() if v.task == task.name]
+            if not found:
+                return []  # load() names the choices
+            variant = found[0].name
+        if variant not in VARIANTS:
+            raise CgmbenchError(f"unknown Latte checkpoint {variant!r}", f"known: {', '.join(VARIANTS)}")
+        v = VARIANTS[variant]
+        if v.shipped:
+            return []
+        return [weights_file(v.weights, f"model latte:{v.name} checkpoint"),
+                weights_file(VAE_WEIGHTS, f"model latte:{v.name}: VAE decoder")]
+
+    @classmethod
     def load(cls, task, variant: str | None = None, checkpoint: str | None = None,
              device: str = "cpu") -> "LatteGenerator":
         if checkpoint is not None:

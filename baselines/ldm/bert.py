@@ -260,6 +260,15 @@ def bert_config_from_state_dict(state_dict: Mapping[str, torch.Tensor], heads: i
 # ----------------------------------------------------------------------------- the tokenizer
 
 
+def tokenizer_requirement(what: str):
+    """The ``bert-base-uncased`` tokenizer files in the local Hugging Face cache (``vocab.txt`` is what must be
+    there; the fetch gets :data:`BERT_TOKENIZER_FILES`)."""
+    from cgmbench.requirements import hub_files
+
+    return hub_files(BERT_TOKENIZER_HUB_ID, ("vocab.txt",), f"{what}: LDM-BERT tokenizer",
+                     fetch_files=BERT_TOKENIZER_FILES)
+
+
 class BERTTokenizer:
     """The official ``BERTTokenizer``: ``bert-base-uncased`` WordPiece, padded and cut to ``max_length``.
 
@@ -274,8 +283,8 @@ class BERTTokenizer:
         from baselines.common.text_encoders import hf_cache_dir
 
         self.hub_id, self.max_length = hub_id, int(max_length)
-        hint = (f"fetch it once with `huggingface-cli download {hub_id} {' '.join(BERT_TOKENIZER_FILES)}` "
-                "(set HF_HOME to move the cache); cgmbench never downloads at run time")
+        hint = (f"fetch it once with `hf download {hub_id} {' '.join(BERT_TOKENIZER_FILES)}`, which saves it in "
+                "that cache (set HF_HOME to move it); cgmbench never downloads at run time")
         try:
             vocab = hf_hub_download(hub_id, "vocab.txt", cache_dir=hf_cache_dir(), local_files_only=True)
         except Exception as e:  # LocalEntryNotFoundError, offline mode

@@ -149,6 +149,19 @@ class LDMClassGenerator(Generator):
         return {name: v["description"] + f" (weights {v['weights']})" for name, v in LDM_CIN_VARIANTS.items()}
 
     @classmethod
+    def required_files(cls, task, variant=None, checkpoint=None) -> list:
+        """The official checkpoint (VQ first stage and class embedder are inside it); nothing for a given file."""
+        from cgmbench.requirements import weights_file
+
+        variant = variant or "cin256-v2"
+        if variant not in LDM_CIN_VARIANTS:
+            raise CgmbenchError(f"unknown class-conditional ldm checkpoint {variant!r}",
+                                f"known: {', '.join(LDM_CIN_VARIANTS)}")
+        if checkpoint is not None:
+            return []
+        return [weights_file(LDM_CIN_VARIANTS[variant]["weights"], f"model ldm:{variant} checkpoint")]
+
+    @classmethod
     def load(cls, task, variant: str | None = None, checkpoint: str | None = None,
              device: str = "cpu") -> "LDMClassGenerator":
         """``variant`` (default ``cin256-v2``) from the official weights (``cgmbench.weights.resolve``), or

@@ -31,7 +31,8 @@ LDM's ``scale_by_std`` (1 / std of the first-stage latents) and stored with the 
 autoencoder (``scale_factor`` 0.18215), a 1280-d-context U-Net and its LDM-BERT conditioner
 (:class:`baselines.ldm.bert.LDMBertEncoder`, :mod:`baselines.ldm.bert`), all three loaded strictly from
 the checkpoint; LDM-BERT also needs the ``bert-base-uncased`` tokenizer files in the local Hugging Face cache
-(``huggingface-cli download bert-base-uncased vocab.txt tokenizer.json tokenizer_config.json``).
+(``hf download bert-base-uncased vocab.txt tokenizer.json tokenizer_config.json``, which saves them there, or
+``cgmbench fetch --task T --model ldm:txt2img-f8-large``).
 :meth:`LDMGenerator.from_parts` accepts any other text encoder.
 
 The first section of this module is the training plumbing shared with :mod:`baselines.sd3.generator`.
@@ -175,6 +176,29 @@ class LDMGenerator(Generator):
 
         out.update(LDMClassGenerator.variants())
         return out
+
+    @classmethod
+    def required_files(cls, task, variant=None, checkpoint=None) -> list:
+        """The official checkpoint and the LDM-BERT tokenizer (a CompVis file given as ``checkpoint`` needs the
+        tokenizer too); the shipped tiny model needs nothing; class-conditional variants as
+        :meth:`LDMClassGenerator.required_files`."""
+        from baselines.ldm.bert import tokenizer_requirement
+        from baselines.ldm.class_generator import LDM_CIN_VARIANTS, LDMClassGenerator
+        from cgmbench.requirements import weights_file
+
+        if variant in LDM_CIN_VARIANTS or (task.condition_kind == "class" and variant is None):
+            return LDMClassGenerator.required_files(task, variant, checkpoint)
+        if checkpoint is not None:
+            path = Path(checkpoint)
+            shipped_format = path.suffix == ".safetensors" and path.is_file() and _is_cgmbench_file(path)
+            return [] if shipped_format else [tokenizer_requirement(f"model ldm ({path.name})")]
+        if variant is None or variant in SHIPPED_LDM:
+            return []  # load() names the choices when the task has no default
+        if variant not in LDM_VARIANTS:
+            raise CgmbenchError(f"unknown ldm checkpoint {variant!r}", f"known: {', '.join(cls.variants())}")
+        weights = LDM_VARIANTS[variant]["weights"]
+        return [weights_file(weights, f"model ldm:{variant} checkpoint"),
+                tokenizer_requirement(f"model ldm:{variant}")]
 
     @classmethod
     def load(cls, task, variant=None, checkpoint=None, device="cpu") -> "Generator":

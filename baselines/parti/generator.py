@@ -146,6 +146,24 @@ class PartiGenerator(Generator):
         return out
 
     @classmethod
+    def required_files(cls, task, variant=None, checkpoint=None) -> list:
+        """An official LlamaGen pair (VQ tokenizer + GPT) and, for text-to-image, its T5 encoder in the Hugging
+        Face cache; shipped tiny models and cgmbench files need nothing."""
+        from cgmbench.requirements import transformers_model, weights_file
+
+        if checkpoint is not None or variant is None or variant in SHIPPED_PARTI:
+            return []
+        if variant not in LLAMAGEN_VARIANTS:
+            raise CgmbenchError(f"unknown parti checkpoint {variant!r}", f"known: {', '.join(cls.variants())}")
+        spec = LLAMAGEN_VARIANTS[variant]
+        out = [weights_file(spec["vq"], f"model parti:{variant} VQ tokenizer"),
+               weights_file(spec["gpt"], f"model parti:{variant} GPT")]
+        if spec["kind"] == "t2i":
+            out.append(transformers_model(spec["text"], f"model parti:{variant}: T5 text encoder",
+                                          tokenizer=("spiece.model|tokenizer.json",)))
+        return out
+
+    @classmethod
     def load(cls, task, variant=None, checkpoint=None, device="cpu") -> "PartiGenerator":
         from cgmbench.weights import sha256_file, shipped
 
@@ -218,7 +236,7 @@ class PartiGenerator(Generator):
                                 + "; ".join(missing),
                                 "fetch them with " + " and ".join(f"`cgmbench weights fetch {spec[p]}`"
                                                                   for p in ("vq", "gpt"))
-                                + (f" (the t2i model also needs `huggingface-cli download {spec['text']}`)"
+                                + (f" (the t2i model also needs `hf download {spec['text']}`)"
                                    if spec["kind"] == "t2i" else ""))
         (vq_path, vq_sha), (gpt_path, gpt_sha) = found["vq"], found["gpt"]
         vq = ckpt.load_vq(vq_path)

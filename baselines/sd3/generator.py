@@ -177,6 +177,23 @@ class SD3Generator(Generator):
         return out
 
     @classmethod
+    def required_files(cls, task, variant=None, checkpoint=None) -> list:
+        """The single-file checkpoint and the three text encoders (CLIP-L, OpenCLIP bigG, T5-XXL) in the
+        Hugging Face cache; a non-cgmbench file given as ``checkpoint`` needs the encoders too."""
+        from cgmbench.requirements import weights_file
+
+        if checkpoint is not None:
+            path = Path(checkpoint)
+            shipped_format = path.suffix == ".safetensors" and path.is_file() and _is_cgmbench_file(path)
+            return [] if shipped_format else SD3TextEncoders.required_files(f"model sd3 ({path.name})")
+        if variant is None or variant in SHIPPED_SD3:
+            return []
+        if variant not in SD3_VARIANTS:
+            raise CgmbenchError(f"unknown sd3 checkpoint {variant!r}", f"known: {', '.join(cls.variants())}")
+        return [weights_file(SD3_VARIANTS[variant]["weights"], f"model sd3:{variant} checkpoint"),
+                *SD3TextEncoders.required_files(f"model sd3:{variant}")]
+
+    @classmethod
     def load(cls, task, variant=None, checkpoint=None, device="cpu") -> "SD3Generator":
         if checkpoint is not None:
             path = Path(checkpoint)

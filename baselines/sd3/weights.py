@@ -9,7 +9,7 @@ register_file(KnownFile(
     hub_filename="sd3_medium.safetensors",
     size=4_340_000_000, license="Stability AI Community License (gated)",
     obtain=("accept the license at https://huggingface.co/stabilityai/stable-diffusion-3-medium, log in "
-            "(`huggingface-cli login` or HF_TOKEN), then `cgmbench weights fetch sd3:medium`, which saves it at "
+            "(`hf auth login` or HF_TOKEN), then `cgmbench weights fetch sd3:medium`, which saves it at "
             "exactly the path cgmbench reads"),
     description="SD3-medium MM-DiT + VAE (fp16), keys under model.diffusion_model. / first_stage_model.",
     digest_source=("published, not pinned: the gated Hugging Face file page https://huggingface.co/stabilityai/"

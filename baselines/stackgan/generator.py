@@ -63,6 +63,17 @@ class StackGANGenerator(Generator):
                 "coco": "official netG_epoch_90.pth (Stage II, 256x256, COCO; needs char-CNN-RNN embeddings)"}
 
     @classmethod
+    def required_files(cls, task, variant=None, checkpoint=None) -> list:
+        """The official Stage-II generator of ``variant`` (shipped variants and given files: nothing)."""
+        from cgmbench.requirements import weights_file
+
+        if checkpoint is not None or variant is None or variant in SHIPPED_STACKGAN:
+            return []
+        if variant not in OFFICIAL_STACKGAN:
+            raise CgmbenchError(f"unknown stackgan checkpoint {variant!r}", f"known: {', '.join(cls.variants())}")
+        return [weights_file(OFFICIAL_STACKGAN[variant], f"model stackgan:{variant} generator")]
+
+    @classmethod
     def load(cls, task, variant=None, checkpoint=None, device="cpu") -> "StackGANGenerator":
         if checkpoint is not None:
             path = Path(checkpoint)

@@ -150,6 +150,17 @@ class TranslationGenerator(Generator):
         return out
 
     @classmethod
+    def required_files(cls, task, variant=None, checkpoint=None) -> list:
+        """The official generator file of ``variant`` (shipped variants and given files: nothing)."""
+        from cgmbench.requirements import weights_file
+
+        if checkpoint is not None or variant is None or variant in cls.shipped_variants:
+            return []
+        if variant not in cls.official_variants:
+            raise CgmbenchError(f"unknown {cls.family} checkpoint {variant!r}", f"known: {', '.join(cls.variants())}")
+        return [weights_file(f"{cls.family}:{variant}", f"model {cls.family}:{variant} generator")]
+
+    @classmethod
     def load(cls, task, variant: str | None = None, checkpoint: str | None = None,
              device: str = "cpu") -> "TranslationGenerator":
         from cgmbench.weights import known_file, resolve, sha256_file, shipped

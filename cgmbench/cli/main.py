@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", allow_abbrev=False, help="sample a task with a model, score it, write run.json",
                        description="Sample TASK with MODEL, store the samples in shards, score them and write "
                                    "OUT/run.json. Without --out runs go to $CGMBENCH_RUNS (default ./cgmbench-runs)"
-                                   "/<task>/<model>-<knobs>-n<N>-s<seed>/.")
+                                   "/<task>/<model>-<knobs>-n<N>-s<seed>/. Before sampling every file the model, "
+                                   "the task and its metrics read is checked; missing ones are listed at once with "
+                                   "the command that gets them (cgmbench fetch --task T --model M gets them all).")
     add_run_options(r)
     r.add_argument("--out", help="output folder (must be new or empty, unless --resume)")
     r.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")

@@ -17,80 +17,78 @@ def register(subparsers) -> None:
     r.add_argument("--list", action="store_true", help="list every recipe with its target and cost")
     r.add_argument("--out", help="output folder (default ./cgmbench-reproduce/NAME)")
     r.add_argument("--device", default="auto")
-    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--batch-size", type=int, default=None,
+                   help="samples per generate() call and per network pass (default 64; without it a CPU run "
+                        "passes one sample at a time, see cgmbench run --help)")
     r.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: cgmbench.threads.default_threads())")
+                   help="torch CPU threads (default: CGMBENCH_THREADS, OMP_NUM_THREADS, else the physical cores left "
+                        "free by the load average, at most 8)")
     r.add_argument("--file", action="append", metavar="NAME=PATH",
                    help="use a local copy of a registry file (repeatable), e.g. cifar10:python=./cifar-10-batches-py")
 
     f = subparsers.add_parser("fetch", allow_abbrev=False,
                               help="download every file a task + model (or a recipe) needs, verifying digests",
-                              description="Fetch the model checkpoint, extractor weights and reference files of "
-                                          "--task/--model, or everything --recipe names, into the paths cgmbench "
-                                          "reads; files that need a manual step are listed with that step.")
-    f.add_argument("--task")
-    f.add_argument("--model")
-    f.add_argument("--recipe")
-    f.add_argument("--dry-run", action="store_true", help="only list what is missing")
+                              description="Fetch every file `cgmbench run --task T --model M` reads (checkpoints, "
+                                          "VAEs, text encoders and tokenizers into the Hugging Face cache, extractor "
+                                          "weights, datasets and reference batches), or everything --recipe R "
+                                          "needs, into the paths cgmbench reads, verifying registry digests; files "
+                                          "that need a manual step are listed with that step (exit status 2).")
+    f.add_argument("--task", help="task name or .toml path: its data and its metrics' files")
+    f.add_argument("--model", help="NAME[:VARIANT]: also the files this model reads for --task")
+    f.add_argument("--recipe", help="a reproduction recipe (cgmbench reproduce --list): every file it needs")
+    f.add_argument("--dry-run", action="store_true", help="only list what is present and what is missing")
 
 
-def needed_files(task_name: str | None, model: str | None, recipe: str | None) -> list[str]:
-    """Registry names of the files a recipe, or a task with a model, reads."""
-    import cgmbench.reproduce.files  # noqa: F401
-    from cgmbench import weights
-    from cgmbench.reproduce.recipes import load_recipe, recipe_names
+def needed(task_name: str | None, model: str | None, recipe: str | None) -> list:
+    """Every file (:class:`cgmbench.requirements.Requirement`) a recipe, or a task with a model, reads: the model's,
+    the task's data and the metrics' (:mod:`cgmbench.run.preflight`); a task without a model: its data and metrics."""
+    from cgmbench.requirements import unique, weights_file
+    from cgmbench.reproduce.recipes import load_recipe
+    from cgmbench.run.preflight import metric_requirements, run_requirements, source_requirements
+    from cgmbench.spec.task import load_task
 
-    names: list[str] = []
+    reqs = []
     if recipe:
-        names += list(load_recipe(recipe).fetch)
+        rec = load_recipe(recipe)
+        reqs += [weights_file(name, f"recipe {rec.name}") for name in rec.fetch]
+        if rec.kind == "generator":
+            reqs += [r for part in run_requirements(load_task(rec.get("task")), rec.get("model")) for r in part]
     if task_name:
-        from cgmbench.spec.task import load_task
-
         task = load_task(task_name)
-        known = weights.known_files()
         if model:
-            base, _, variant = model.partition(":")
-            variant = variant or (task.checkpoints or {}).get(base)
-            if variant and f"{base}:{variant}" in known:
-                names.append(f"{base}:{variant}")
-            for r in recipe_names():  # a recipe for this pair knows the model's secondary files (VAE, ...)
-                rec = load_recipe(r)
-                if rec.get("task") == task.name and rec.get("model") == f"{base}:{variant}":
-                    names += list(rec.fetch)
-        m = task.metric_settings
-        for ext in (m.extractor, m.clip_extractor):
-            if ext in known:
-                names.append(ext)
-        batch = str((task.reference or {}).get("batch") or "")
-        names += [n for n, kf in known.items() if kf.folder and batch.endswith("/" + kf.filename)]
-    return list(dict.fromkeys(names))
+            reqs += [r for part in run_requirements(task, model) for r in part]
+        else:
+            reqs += source_requirements(task, "conditions", "conditions")
+            reqs += [r for part in metric_requirements(task).values() for r in part]
+    elif model:
+        raise CgmbenchError("cgmbench fetch --model needs --task (a model's files depend on the task's checkpoint)")
+    return unique(reqs)
 
 
 def cmd_fetch(args) -> int:
-    from cgmbench import weights
+    from cgmbench.requirements import fetch
 
     if not (args.recipe or args.task):
         raise CgmbenchError("cgmbench fetch needs --recipe R or --task T [--model M]")
-    names = needed_files(args.task, args.model, args.recipe)
-    manual = []
-    for name in names:
-        kf = weights.known_file(name)
-        path = weights.destination(kf)
-        if path.is_file() and not args.dry_run:
-            weights.verify(kf, path)
-            print(f"{name:40s} present  {path}")
-            continue
-        if not (kf.url or (kf.hub_id and kf.hub_filename)):
-            manual.append(f"{name}: {kf.obtain or 'download it'} -> {path}")
-            continue
+    manual, failed = [], []
+    for req in needed(args.task, args.model, args.recipe):
+        label = f"{req.what}"
         if args.dry_run:
-            print(f"{name:40s} {'present' if path.is_file() else 'missing'}  {path}")
+            print(f"{'present' if req.present() else 'missing'}  {label}: {req.path}"
+                  + ("" if req.present() else f"  (get it: {req.get})"))
             continue
-        got = weights.fetch(name)
-        print(f"{name:40s} fetched  {got}  ({weights.digest_provenance(kf)})")
+        if not req.present() and not req.fetchable:
+            manual.append(f"{label}: {req.get} -> {req.path}")
+            continue
+        try:
+            print(f"{label}: {fetch(req)}")
+        except CgmbenchError as e:  # the others are still fetched; every failure is listed at the end
+            failed.append(f"{label}: {e}")
     for line in manual:
         print(f"manual step: {line}", file=sys.stderr)
-    return 2 if manual else 0
+    for line in failed:
+        print(f"failed: {line}", file=sys.stderr)
+    return 2 if manual or failed else 0
 
 
 def cmd_reproduce(args) -> int:
@@ -107,9 +105,6 @@ def cmd_reproduce(args) -> int:
         raise CgmbenchError("cgmbench reproduce needs a recipe NAME", "see cgmbench reproduce --list")
     from cgmbench.run.config import resolve_device
     from cgmbench.reproduce.runner import reproduce
-    from cgmbench.threads import apply_threads
-
-    apply_threads(args.threads)
     files = {}
     for item in args.file or []:
         key, sep, value = item.partition("=")
@@ -117,8 +112,11 @@ def cmd_reproduce(args) -> int:
             raise CgmbenchError(f"--file {item!r} is not NAME=PATH")
         files[key] = value
     load_recipe(args.name)
-    result = reproduce(args.name, out=args.out, device=resolve_device(args.device), batch_size=args.batch_size,
-                       files=files, log=lambda m: print(m, file=sys.stderr))
+    from cgmbench.run.config import DEFAULT_BATCH_SIZE
+
+    result = reproduce(args.name, out=args.out, device=resolve_device(args.device),
+                       batch_size=args.batch_size or DEFAULT_BATCH_SIZE, micro_batch=args.batch_size,
+                       threads=args.threads, files=files, log=lambda m: print(m, file=sys.stderr))
     print(result["verdict"])
     return 0 if result["reproduced"] else 1
 

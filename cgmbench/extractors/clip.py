@@ -59,8 +59,8 @@ for _name, (_arch, _tag, _hub) in OPENCLIP_MODELS.items():
     register_file(KnownFile(
         name=_name, filename=_weights_filename(_arch, _tag), hub_id=_hub, hub_filename=HF_FILE,
         license="MIT (openai/CLIP weights, converted by open_clip/timm)",
-        obtain=(f"`huggingface-cli download {_hub} {HF_FILE} --local-dir DIR` and move DIR/{HF_FILE} to the "
-                "path named here (or keep it in the Hugging Face cache, where cgmbench also looks)"),
+        obtain=(f"`cgmbench weights fetch {_name}` saves it at exactly the path named here; `hf download {_hub} "
+                f"{HF_FILE}` saves it in the Hugging Face cache, where cgmbench also looks"),
         description=f"OpenAI CLIP {_arch} image/text encoders as open_clip safetensors (pretrained='{_tag}')",
         digest_source=(f"published, not pinned: the Hugging Face file page https://huggingface.co/{_hub}/blob/main/"
                        f"{HF_FILE} lists its Git LFS SHA-256 (not reachable from the machine that pinned the others); "
@@ -99,12 +99,14 @@ def resolve_clip_weights(name: str, weights_path: str | os.PathLike | None = Non
         digest = registry.sha256_file(cached)
         want = registry.expected_sha256(kf)
         return cached, digest, want is None or digest == want
+    from cgmbench.paths import hf_cache_dir
+
     raise CgmbenchError(
         f"CLIP weights for {name!r} ({OPENCLIP_MODELS[name][0]}, pretrained='openai') not found at {local} "
-        "nor in the Hugging Face cache",
-        f"download {HF_FILE} from the Hugging Face hub repository {kf.hub_id} "
-        f"(`huggingface-cli download {kf.hub_id} {HF_FILE}`) and place it at exactly {local}; "
-        "CGMBENCH_HOME moves the folder")
+        f"nor in the Hugging Face cache {hf_cache_dir()}",
+        f"`cgmbench weights fetch {name}` saves {HF_FILE} of {kf.hub_id} at exactly {local} (CGMBENCH_HOME moves "
+        f"the folder); `hf download {kf.hub_id} {HF_FILE}` saves it in the Hugging Face cache instead, where "
+        "cgmbench looks too (HF_HOME moves it)")
 
 
 def clip_preprocess(images: torch.Tensor, image_size: int, mean: Sequence[float] = OPENAI_MEAN,

@@ -40,6 +40,14 @@ class OracleModel(_ReferenceModel):
     name = "oracle"
     description = "held-out real data matching each condition (the real-vs-real floor)"
 
+    @classmethod
+    def required_files(cls, task, variant=None, checkpoint=None):
+        """The real images the task's condition source gives the oracle."""
+        from cgmbench.sources.base import source_class
+
+        return list(source_class(task.conditions["source"]).required_files(task, task.conditions, "conditions",
+                                                                            oracle=True))
+
     def generate(self, conditions, seeds, **knobs):
         if not hasattr(self, "_source"):
             self._source = open_source(self.task, "conditions")

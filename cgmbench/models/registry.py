@@ -64,14 +64,19 @@ def parse_model_spec(spec: str) -> tuple[str, str | None]:
     return name, (variant or None)
 
 
-def load_model(spec: str, task, checkpoint: str | None = None, device: str = "cpu") -> Generator:
-    """Build model ``spec`` for ``task``, checking that it accepts the task's condition kind."""
-    name, variant = parse_model_spec(spec)
-    cls = model_class(name)
+def check_accepts(cls: type[Generator], name: str, task) -> None:
+    """A clear error when model class ``cls`` takes no conditions of ``task``'s kind."""
     if task.condition_kind not in cls.condition_kinds:
         raise CgmbenchError(
             f"model {name!r} does not accept {task.condition_kind!r} conditions, which task {task.name!r} "
             f"({task.kind}) gives", f"{name} accepts: {', '.join(sorted(cls.condition_kinds)) or 'nothing'}")
+
+
+def load_model(spec: str, task, checkpoint: str | None = None, device: str = "cpu") -> Generator:
+    """Build model ``spec`` for ``task``, checking that it accepts the task's condition kind."""
+    name, variant = parse_model_spec(spec)
+    cls = model_class(name)
+    check_accepts(cls, name, task)
     if checkpoint is not None:  # a regular file (bounded) or a folder; a FIFO or device is refused at once
         from cgmbench.safe_paths import check_file
 

@@ -43,11 +43,22 @@ def missing_files(recipe: Recipe, files: dict[str, str] | None = None) -> list[t
 
 
 def preflight(recipe: Recipe, files: dict[str, str] | None = None) -> None:
-    """One error listing every missing file with its command (nothing is sampled before all are there)."""
+    """One error listing every missing file with its command (nothing is sampled before all are there): the
+    recipe's own files and, for a generator recipe, every file its run reads (:mod:`cgmbench.run.preflight`)."""
     missing = missing_files(recipe, files)
-    if missing:
-        lines = "; ".join(f"{name} -> {path} (`{how}`)" for name, path, how in missing)
-        raise CgmbenchError(f"recipe {recipe.name} needs {len(missing)} file(s) not on this machine: {lines}",
+    lines = [f"{name} -> {path} (`{how}`)" for name, path, how in missing]
+    if recipe.kind == "generator":
+        from cgmbench.requirements import missing as missing_requirements
+        from cgmbench.run.preflight import run_requirements
+        from cgmbench.spec.task import load_task
+
+        known = {str(path) for _, path, _ in missing}
+        run_files = [r for part in run_requirements(load_task(recipe.get("task")), recipe.get("model")) for r in part]
+        lines += [r.describe() for r in missing_requirements(run_files)
+                  if r.path not in known and r.name not in (files or {})]
+    if lines:
+        raise CgmbenchError(f"recipe {recipe.name} needs {len(lines)} file(s) not on this machine: "
+                            + "; ".join(f"({i}) {line}" for i, line in enumerate(lines, 1)),
                             f"get them all at once: cgmbench fetch --recipe {recipe.name}")
 
 
@@ -99,7 +110,8 @@ def _harness(recipe: Recipe, files: dict, device: str, batch_size: int, log) -> 
     return {"fid": fid, "is": is_mean}, provenance
 
 
-def _generator(recipe: Recipe, out: Path, device: str, batch_size: int, log) -> tuple[dict, dict, dict]:
+def _generator(recipe: Recipe, out: Path, device: str, batch_size: int, log, micro_batch: int | None = None,
+               threads: int | None = None) -> tuple[dict, dict, dict]:
     from cgmbench.run.config import RunConfig
     from cgmbench.run.runner import run
     from cgmbench.scoring.harness import summary_value
@@ -107,7 +119,7 @@ def _generator(recipe: Recipe, out: Path, device: str, batch_size: int, log) -> 
     cfg = RunConfig(task=recipe.get("task"), model=recipe.get("model"), num_samples=recipe.get("num_samples"),
                     seed=int(recipe.get("seed", 0)), batch_size=batch_size, out=str(out / "run"), resume=True,
                     knobs={k: str(v) for k, v in recipe.get("knobs").items()}, device=device,
-                    precision=recipe.get("precision", "fp32"))
+                    precision=recipe.get("precision", "fp32"), micro_batch=micro_batch, threads=threads)
     record = run(cfg, log=log)
     values, cis = {}, {}
     for t in recipe.targets:
@@ -124,8 +136,12 @@ def _generator(recipe: Recipe, out: Path, device: str, batch_size: int, log) -> 
 
 
 def reproduce(name: str, out: str | Path | None = None, device: str = "cpu", batch_size: int = 64,
-              files: dict[str, str] | None = None, log: Callable[[str], None] = print) -> dict:
-    """Run recipe ``name`` (or a ``.toml`` path); ``files`` maps registry names to local paths (offline copies)."""
+              files: dict[str, str] | None = None, log: Callable[[str], None] = print,
+              micro_batch: int | None = None, threads: int | None = None) -> dict:
+    """Run recipe ``name`` (or a ``.toml`` path); ``files`` maps registry names to local paths (offline copies);
+    ``micro_batch`` and ``threads`` as in :class:`cgmbench.run.config.RunConfig`."""
+    from cgmbench.threads import apply_threads
+
     recipe = load_recipe(name)
     files = dict(files or {})
     out = Path(out) if out else Path("cgmbench-reproduce") / recipe.name
@@ -138,17 +154,20 @@ def reproduce(name: str, out: str | Path | None = None, device: str = "cpu", bat
         if done.get("recipe_sha256") == recipe_sha and done.get("files") == {k: str(v) for k, v in files.items()}:
             return done
     preflight(recipe, files)
+    threads_used, threads_from = apply_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     cis: dict = {}
     if recipe.kind == "harness":
         values, provenance = _harness(recipe, files, device, batch_size, log)
     else:
-        values, cis, provenance = _generator(recipe, out, device, batch_size, log)
+        values, cis, provenance = _generator(recipe, out, device, batch_size, log, micro_batch, threads)
     ok, line = verdict(recipe, values, cis)
     result = {"schema": SCHEMA, "recipe": recipe.name, "recipe_sha256": recipe_sha, "reproduced": ok,
               "values": values, "ci95": cis, "targets": [t.__dict__ for t in recipe.targets],
               "source": recipe.source, "files": {k: str(v) for k, v in files.items()}, "provenance": provenance,
-              "seconds": round(time.perf_counter() - t0, 3), "verdict": line}
+              "seconds": round(time.perf_counter() - t0, 3), "verdict": line,
+              "execution": {"device": device, "batch_size": batch_size, "threads": threads_used,
+                            "threads_from": threads_from}}
     atomic_write_json(result_path, result)
     return result

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field, replace
 
 from cgmbench.errors import CgmbenchError
 
+#: samples per generate() call when --batch-size is not given
+DEFAULT_BATCH_SIZE = 64
+
 
 @dataclass
 class RunConfig:
@@ -21,7 +24,7 @@ class RunConfig:
     model: str
     num_samples: int | None = None
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int = DEFAULT_BATCH_SIZE
     out: str | None = None
     resume: bool = False
     knobs: dict = field(default_factory=dict)
@@ -30,6 +33,12 @@ class RunConfig:
     precision: str = "fp32"
     progress: bool = True
     allow_nonfinite: bool = False  # store NaN/inf model output as 0/255 and count it (else: an error)
+    #: samples per network pass of a model that chunks its batch (None: automatic, cgmbench.run.execution)
+    micro_batch: int | None = None
+    #: torch CPU threads (None: cgmbench.threads' default)
+    threads: int | None = None
+    #: sample even when files only the metrics need are missing (those metrics are recorded as pending)
+    allow_pending_metrics: bool = False
 
     def with_point(self, knobs: dict, out: str, num_samples: int) -> "RunConfig":
         """This configuration at one sweep point: other knobs, its own folder, always resumable."""
@@ -68,8 +77,17 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-samples", type=int, help="number of samples N (default: the task's)")
     parser.add_argument("--seed", type=int, default=0,
                         help="run seed; sample i uses a seed derived from (seed, task, i)")
-    parser.add_argument("--batch-size", type=int, default=64,
-                        help="samples per generate() call (does not change samples)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"samples per generate() call (default {DEFAULT_BATCH_SIZE}); when given, models that "
+                             "chunk a batch through their networks run this many samples per pass (faster; on a CPU "
+                             "samples may then differ in their last bits from other batch sizes: without it a CPU "
+                             "run passes one sample at a time and a GPU run the largest chunk that fits its memory)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: CGMBENCH_THREADS, OMP_NUM_THREADS, else the physical cores "
+                             "left free by the load average, at most 8; recorded in run.json)")
+    parser.add_argument("--allow-pending-metrics", action="store_true",
+                        help="sample even when files that only the metrics need are missing; those metrics are "
+                             "recorded in metrics_pending (default: stop before sampling and list every missing file)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, … (default: cuda if available)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                         help="fp32 (default) or bf16 autocast for the networks (recorded in run.json)")
@@ -86,9 +104,12 @@ def run_config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
         if "guidance_scale" in knobs:
             raise CgmbenchError("give the guidance scale once: --guidance or --knob guidance_scale=…")
         knobs["guidance_scale"] = guidance
+    given = getattr(args, "batch_size", None)
     cfg = RunConfig(task=args.task, model=args.model, num_samples=args.num_samples, seed=args.seed,
-                    batch_size=args.batch_size, out=getattr(args, "out", None),
+                    batch_size=DEFAULT_BATCH_SIZE if given is None else given, out=getattr(args, "out", None),
                     resume=bool(getattr(args, "resume", False)), knobs=knobs, checkpoint=args.checkpoint,
                     device=resolve_device(args.device), precision=args.precision,
-                    allow_nonfinite=bool(getattr(args, "allow_nonfinite", False)))
+                    allow_nonfinite=bool(getattr(args, "allow_nonfinite", False)), micro_batch=given,
+                    threads=getattr(args, "threads", None),
+                    allow_pending_metrics=bool(getattr(args, "allow_pending_metrics", False)))
     return replace(cfg, **overrides)

@@ -174,7 +174,7 @@ def run_distributed(cfg, log=print) -> dict:
         started = utc_now()
         status = None
         try:
-            p = prepare(replace(cfg, device=device))
+            p = prepare(replace(cfg, device=device), log if r == 0 else None)
             task, n, out = p.task, p.n, p.out
             if r == 0:
                 locks.enter_context(folder_lock(out, "run"))

@@ -35,7 +35,7 @@ def run(cfg: RunConfig, log=print) -> dict:
 def _run_local(cfg: RunConfig, log) -> dict:
     t0 = time.perf_counter()
     started = utc_now()
-    p = prepare(cfg)
+    p = prepare(cfg, log)
     with folder_lock(p.out, "run"):  # one writer per folder: a concurrent run or --resume is refused
         return _run_locked(p, cfg, log, t0, started)
 

@@ -25,6 +25,7 @@ import torch
 from cgmbench.errors import CgmbenchError
 from cgmbench.generator import NonFiniteSamples, nonfinite_policy
 from cgmbench.run.config import RunConfig
+from cgmbench.run.execution import choose_micro_batch, generate_with_memory_fallback
 from cgmbench.run.lock import check_out_folder, is_pristine, remove_leftovers
 from cgmbench.paths import runs_dir
 from cgmbench.run.record import SCHEMA, environment, finalize, write_record
@@ -65,10 +66,17 @@ class Prepared:
     config: dict  # what identifies the run in samples/index.json
     out: Path
     resize: dict | None = None  # native/eval resolution and the resize protocol (run.json ``samples``)
+    execution: dict | None = None  # threads and micro-batch (run.json ``environment``, not the identity)
 
 
-def prepare(cfg: RunConfig) -> Prepared:
-    """Load and validate the task, model and knobs of ``cfg`` (no file is written)."""
+def prepare(cfg: RunConfig, log=None) -> Prepared:
+    """Load and validate the task, model and knobs of ``cfg`` (no file is written). Before the model is loaded the
+    preflight (:mod:`cgmbench.run.preflight`) checks every file the run reads and names all missing ones at once;
+    the CPU threads are set (:mod:`cgmbench.threads`) and the model's micro-batch chosen
+    (:mod:`cgmbench.run.execution`)."""
+    from cgmbench.run.preflight import check as preflight
+    from cgmbench.threads import apply_threads
+
     task = load_task(cfg.task)
     n = cfg.num_samples if cfg.num_samples is not None else task.num_samples
     if n < 1:
@@ -78,8 +86,11 @@ def prepare(cfg: RunConfig) -> Prepared:
                             "split the work into several runs (different --seed) or use fewer samples")
     if cfg.batch_size < 1:
         raise CgmbenchError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    threads, threads_from = apply_threads(getattr(cfg, "threads", None))
+    preflight(task, cfg.model, cfg.checkpoint, bool(getattr(cfg, "allow_pending_metrics", False)), log)
     model = load_model(cfg.model, task, checkpoint=cfg.checkpoint, device=cfg.device)
     model.set_precision(cfg.precision)
+    choose_micro_batch(model, cfg.batch_size, getattr(cfg, "micro_batch", None), cfg.device)
     knobs = model.resolve_knobs(cfg.knobs)
     ckpt = model.checkpoint.to_dict() if model.checkpoint else None
     resize = resize_plan(tuple(model.resolution), task)  # samples are stored at the model's resolution
@@ -100,7 +111,8 @@ def prepare(cfg: RunConfig) -> Prepared:
         config.update({k: resize[k] for k in ("native_resolution", "eval_resolution", "resize")})
     out = Path(cfg.out) if cfg.out else default_out(task.name, cfg.model, knobs, n, cfg.seed)
     check_out_folder(out)
-    return Prepared(task, model, n, knobs, ckpt, sample_shape, config, out, resize)
+    return Prepared(task, model, n, knobs, ckpt, sample_shape, config, out, resize,
+                    {"threads": threads, "threads_from": threads_from})
 
 
 def finish(p: Prepared, cfg: RunConfig, store: SampleStore, timings: dict, t0: float) -> dict:
@@ -128,7 +140,8 @@ def finish(p: Prepared, cfg: RunConfig, store: SampleStore, timings: dict, t0: f
         **({"nonfinite_samples": store.nonfinite_count()} if p.config.get("nonfinite") == "allow" else {}),
         "metrics": metrics,
         "metrics_pending": pending,
-        "environment": environment(cfg.device),
+        "environment": {**environment(cfg.device), **(p.execution or {}),
+                        "micro_batch": getattr(p.model, "micro_batch", None)},
         "timings": timings,
     }
     finalize(record)
@@ -207,7 +220,7 @@ def sample_into(model, task, source, store, missing, cfg, knobs, sample_shape, n
             seeds = sample_seeds(cfg.seed, task.name, indices)
             with nonfinite_policy(allow) as nonfinite:
                 try:
-                    samples = model.generate(conditions, seeds, **knobs)
+                    samples = generate_with_memory_fallback(model, conditions, seeds, knobs)
                 except NonFiniteSamples as e:
                     raise nonfinite_error(model, task, source, cfg, knobs, indices, e) from None
             if not isinstance(samples, torch.Tensor):

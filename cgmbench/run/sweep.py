@@ -109,6 +109,9 @@ class SweepConfig:
     precision: str = "fp32"
     progress: bool = True
     allow_nonfinite: bool = False
+    micro_batch: int | None = None
+    threads: int | None = None
+    allow_pending_metrics: bool = False
 
     @classmethod
     def from_run_config(cls, base: RunConfig, grid: dict, out: str | None) -> "SweepConfig":
@@ -116,14 +119,16 @@ class SweepConfig:
         return cls(task=base.task, model=base.model, grid=grid, out=out, num_samples=base.num_samples,
                    seed=base.seed, batch_size=base.batch_size, checkpoint=base.checkpoint, device=base.device,
                    fixed_knobs=dict(base.knobs), precision=base.precision, progress=base.progress,
-                   allow_nonfinite=base.allow_nonfinite)
+                   allow_nonfinite=base.allow_nonfinite, micro_batch=base.micro_batch, threads=base.threads,
+                   allow_pending_metrics=base.allow_pending_metrics)
 
     def base(self) -> RunConfig:
         """The run configuration every point shares (:meth:`RunConfig.with_point` adds the point's knobs)."""
         return RunConfig(task=self.task, model=self.model, num_samples=self.num_samples, seed=self.seed,
                          batch_size=self.batch_size, resume=True, knobs=dict(self.fixed_knobs),
                          checkpoint=self.checkpoint, device=self.device, precision=self.precision,
-                         progress=self.progress, allow_nonfinite=self.allow_nonfinite)
+                         progress=self.progress, allow_nonfinite=self.allow_nonfinite, micro_batch=self.micro_batch,
+                         threads=self.threads, allow_pending_metrics=self.allow_pending_metrics)
 
 
 def default_sweep_out(task: str, model: str, n: int, seed: int) -> Path:
@@ -161,6 +166,9 @@ def run_sweep(cfg: SweepConfig, log=print, before_point: Callable[[dict], None] 
         raise CgmbenchError(f"--num-samples {n} is over the limit of {MAX_SAMPLES:,} samples per run",
                             "use fewer samples")
     cls = model_class(parse_model_spec(cfg.model)[0])
+    from cgmbench.run.preflight import check as preflight
+
+    preflight(task, cfg.model, cfg.checkpoint, cfg.allow_pending_metrics, log)  # every missing file, before any point
     grid = dict(cfg.grid)
     if not grid:
         known = {k.name for k in cls.knobs}

@@ -82,6 +82,19 @@ class Source:
     def judge(self, samples: np.ndarray, indices: Sequence[int]) -> list[dict]:
         raise CgmbenchError(f"task {self.task.name} has no judge")
 
+    @classmethod
+    def required_files(cls, task: "TaskSpec", params: dict, purpose: str, oracle: bool = False) -> list:
+        """The data files and folders this source reads for ``task`` with ``params`` (its spec section), without
+        opening anything (:class:`cgmbench.requirements.Requirement`); ``purpose`` names the section for the user
+        ("conditions", "reference images"); ``oracle``: also what :meth:`oracle` reads. Default: the folder named
+        by ``path`` (or ``root``), with the section's ``url`` and ``obtain``."""
+        from cgmbench.requirements import data_path
+
+        folder = params.get("path") or params.get("root")
+        if not isinstance(folder, str):
+            return []
+        return [data_path(folder, f"task {task.name} {purpose}", params.get("url"), params.get("obtain"))]
+
     def wrap(self, indices: Sequence[int]) -> list[int]:
         n = len(self)
         if n == 0:
@@ -107,17 +120,22 @@ def register_source(name: str, source: "type[Source] | str") -> None:
     SOURCES[name] = source
 
 
+def source_class(name: str) -> "type[Source]":
+    """The :class:`Source` subclass registered as ``name`` (imported on first use)."""
+    cls = SOURCES[name]
+    if isinstance(cls, str):
+        module, attr = cls.split(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise CgmbenchError(f"source {name!r} could not be imported from {SOURCES[name]}: "
+                                f"{type(e).__name__}: {e}") from None
+    return cls
+
+
 def open_source(task: "TaskSpec", section: str = "conditions", split: str = "test") -> Source:
     params = task.conditions if section == "conditions" else task.reference
-    cls = SOURCES[params["source"]]
-    if isinstance(cls, str):
-        module, name = cls.split(":")
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as e:
-            raise CgmbenchError(f"source {params['source']!r} could not be imported from {SOURCES[params['source']]}: "
-                                f"{type(e).__name__}: {e}") from None
-    return cls(task, params, split)
+    return source_class(params["source"])(task, params, split)
 
 
 # ----------------------------------------------------------------------------- prompt suites
@@ -171,6 +189,20 @@ class PromptSource(Source):
         if missing:
             raise CgmbenchError(f"task {task.name}: categories column(s) {missing} are not in the {suite} prompt "
                                 f"file", f"its columns: {', '.join(self.rows[0])}")
+
+    @classmethod
+    def required_files(cls, task, params, purpose, oracle=False):
+        """Nothing (the suites ship with cgmbench), but the oracle's image folder for the oracle; a task without
+        one has no oracle (the same error as sampling it would give, before anything runs)."""
+        from cgmbench.requirements import data_path
+
+        if not oracle:
+            return []
+        if "images" not in params:
+            raise CgmbenchError(f"task {task.name} has no held-out real data for the oracle",
+                                "the oracle needs a task whose conditions come with real images")
+        return [data_path(params["images"], f"task {task.name} oracle images", params.get("url"),
+                          params.get("obtain"))]
 
     def categories(self, indices) -> dict[str, list[str]]:
         """Per-category labels of conditions ``indices``: ``{column: [label of each index]}`` (empty: none)."""
@@ -335,6 +367,23 @@ class LabelSource(Source):
 
     def __len__(self):
         return self.num_classes
+
+    @classmethod
+    def required_files(cls, task, params, purpose, oracle=False):
+        """The ADM reference ``batch`` (``.npz``) when the section names one: its weights-registry entry when it
+        has one (fetched with its digest), else the file with the section's ``url``/``obtain``."""
+        from cgmbench import weights
+        from cgmbench.requirements import data_path, weights_file
+
+        batch = params.get("batch")
+        if not isinstance(batch, str):
+            return []
+        path = expand(batch)
+        for name, kf in weights.known_files().items():
+            if kf.folder and weights.destination(kf) == path:
+                return [weights_file(name, f"task {task.name} {purpose} (ADM reference batch)")]
+        return [data_path(batch, f"task {task.name} {purpose} (ADM reference batch)", params.get("url"),
+                          params.get("obtain"), folder=False)]
 
     def conditions(self, indices):
         labels = torch.tensor([int(i) % self.num_classes for i in indices], dtype=torch.int64)

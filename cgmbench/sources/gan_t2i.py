@@ -85,7 +85,7 @@ class AttnGANDataSource(Source):
 
     # -- files --------------------------------------------------------------------------
 
-    def required_files(self) -> list[str]:
+    def layout_files(self) -> list[str]:
         files = ["test/filenames.pickle", "text/<name>.txt"]
         if self.dataset == "birds":
             files += ["CUB_200_2011/images.txt", "CUB_200_2011/bounding_boxes.txt", "CUB_200_2011/images/<name>.jpg"]
@@ -98,7 +98,7 @@ class AttnGANDataSource(Source):
         if not path.is_file():
             obtain = self.params.get("obtain", "")
             raise CgmbenchError(f"task {self.task.name}: missing {path}; the {self.dataset} data needs, under {self.root}: "
-                                + ", ".join(self.required_files()), obtain or None)
+                                + ", ".join(self.layout_files()), obtain or None)
         return path
 
     def __len__(self) -> int:

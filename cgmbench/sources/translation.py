@@ -84,6 +84,23 @@ class _DatasetFolderSource(Source):
     def folder(self) -> Path:
         raise NotImplementedError
 
+    @classmethod
+    def subfolder(cls, params: dict) -> str:
+        """The folder of the test split inside ``path`` (without opening anything)."""
+        raise NotImplementedError
+
+    @classmethod
+    def required_files(cls, task, params, purpose, oracle=False):
+        """The test split's folder inside the dataset root ``path``; the official archive (``url``) unpacks to
+        that root."""
+        from cgmbench.requirements import data_path
+
+        if not isinstance(params.get("path"), str):
+            return []
+        root = params["path"]
+        return [data_path(f"{root}/{cls.subfolder(params)}", f"task {task.name} {purpose}", params.get("url"),
+                          params.get("obtain"), root=root)]
+
     def _missing_hint(self, folder: Path) -> str:
         parts = []
         if self.params.get("url"):
@@ -131,6 +148,10 @@ class PairedABSource(_DatasetFolderSource):
     def folder(self) -> Path:
         return self.root / self.phase()
 
+    @classmethod
+    def subfolder(cls, params):
+        return str(params.get("phase", cls.default_phase))
+
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """``(input, target)`` of item ``i`` at the task resolution, per ``direction``."""
         path = self.files[i]
@@ -167,6 +188,10 @@ class UnpairedSource(_DatasetFolderSource):
 
     def folder(self) -> Path:
         return self.root / f"{self.phase()}{self.domain}"
+
+    @classmethod
+    def subfolder(cls, params):
+        return f"{params.get('phase', cls.default_phase)}{params.get('domain', 'A')}"
 
     def images(self, indices: Sequence[int]) -> np.ndarray:
         res = self.task.resolution

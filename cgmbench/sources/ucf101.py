@@ -47,6 +47,14 @@ FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 class UCF101Source(Source):
     """UCF-101 videos and labels in the official layout (see the module docstring)."""
 
+    @classmethod
+    def required_files(cls, task, params, purpose, oracle=False):
+        """The dataset folder (``path``, default ``${CGMBENCH_DATA}/ucf101``); UCF101.rar needs unrar by hand."""
+        from cgmbench.requirements import data_path
+
+        return [data_path(params.get("path", "${CGMBENCH_DATA}/ucf101"), f"task {task.name} {purpose}",
+                          UCF101_URL, params.get("obtain") or f"unpack it and {UCF101_SPLITS_URL} there")]
+
     def __init__(self, task, params, split="test"):
         super().__init__(task, params, split)
         self.root = expand(str(self.params.get("path", "${CGMBENCH_DATA}/ucf101")))

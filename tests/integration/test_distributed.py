@@ -105,7 +105,9 @@ def test_torchrun_honours_every_run_option_precision_included(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     rec = json.loads((tmp_path / "bf16" / "run.json").read_text())
     assert rec["model"]["precision"] == "bf16" and rec["seed"] == 3 and rec["model"]["knobs"]["steps"] == 2
-    one = run(RunConfig(task="shapes-cc", model="dit", num_samples=4, batch_size=2, knobs={"steps": 2},
-                        precision="bf16", device="cpu", seed=3, out=str(tmp_path / "one"), progress=False),
-              log=lambda m: None)
+    one = run(RunConfig(task="shapes-cc", model="dit", num_samples=4, batch_size=2, micro_batch=2,
+                        knobs={"steps": 2}, precision="bf16", device="cpu", seed=3, out=str(tmp_path / "one"),
+                        progress=False),
+              log=lambda m: None)  # --batch-size 2 on the command line is also the micro-batch
+    assert rec["environment"]["micro_batch"] == 2 and one["environment"]["micro_batch"] == 2
     assert rec["identity_sha256"] == one["identity_sha256"]

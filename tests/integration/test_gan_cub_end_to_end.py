@@ -35,8 +35,10 @@ def test_offline_run_names_exactly_the_files_to_fetch(tmp_path, monkeypatch):
     with pytest.raises(CgmbenchError) as err:
         cgmbench.run("cub200-t2i", "attngan", num_samples=4, out=str(tmp_path / "run"))
     msg = str(err.value)
-    assert "needs 3 official file(s)" in msg
-    for name in ("bird_AttnGAN2.pth", "text_encoder200.pth", "bird-captions.pickle"):
+    # the preflight: the three official files, the CUB data and the FID Inception, at once
+    assert "needs 5 file(s)" in msg
+    for name in ("bird_AttnGAN2.pth", "text_encoder200.pth", "bird-captions.pickle", str(tmp_path / "data" / "birds"),
+                 "cgmbench weights fetch inception-v3"):
         assert name in msg
 
 

@@ -43,6 +43,10 @@ class StubTextEncoders:
     def __init__(self, device="cpu"):
         pass
 
+    @staticmethod
+    def required_files(what):
+        return []  # nothing to read from the Hugging Face cache
+
     def encode(self, texts):
         rows = [torch.Generator().manual_seed(sum(map(ord, t)) + len(t)) for t in texts]
         tokens = torch.stack([torch.randn(5, 16, generator=g) for g in rows])

@@ -109,5 +109,5 @@ def test_pie_bench_pp_parquet_and_offline_messages(tmp_path):
     assert c.texts == ["a blue car"] and (c.masks[0, 0, 0] > 0).all() and src.edit_types([0]) == [EDIT_TYPES[6]]
     with pytest.raises(CgmbenchError, match="mapping_file.json .*does not exist.*Google Form"):
         open_source(load_task("pie-bench")).conditions([0])
-    with pytest.raises(CgmbenchError, match="huggingface-cli download UB-CVML-Group/PIE_Bench_pp"):
+    with pytest.raises(CgmbenchError, match="hf download UB-CVML-Group/PIE_Bench_pp"):
         len(open_source(load_task("pie-bench-pp")))

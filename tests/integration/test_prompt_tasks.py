@@ -80,7 +80,13 @@ def test_coco_oracle_and_references_read_the_official_layout(coco_home):
 
 def test_coco_run_end_to_end_on_local_files(coco_home, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["run", "--task", "coco-t2i", "--model", "oracle", "--num-samples", "5", "--out", str(out)]) == 0
+    # preflight: the images are here, the extractor weights are not; both are named before anything is sampled
+    assert main(["run", "--task", "coco-t2i", "--model", "oracle", "--num-samples", "5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "needs 2 file(s)" in err and "inception-v3" in err and "clip-vit-l-14" in err and "val2014" not in err
+    assert not (out / "samples").exists()
+    assert main(["run", "--task", "coco-t2i", "--model", "oracle", "--num-samples", "5", "--out", str(out),
+                 "--allow-pending-metrics"]) == 0
     import json
 
     rec = json.loads((out / "run.json").read_text())
