@@ -181,7 +181,8 @@ class TrainingMonitor:
         self._elapsed_before = float(prior[-1].get("elapsed_s", 0.0)) if prior and self.start else 0.0
         now = time.perf_counter()
         self._t0 = self._last_print = self._last_save = now
-        if threading.current_thread() is threading.main_thread():
+        # SIGINT ignored (a background job of a shell, nohup) stays ignored
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
             try:
                 self._prev_handler = signal.signal(signal.SIGINT, self._on_sigint)
             except ValueError:  # not the main interpreter

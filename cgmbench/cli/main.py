@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cgmbench.cli.reproduce import register as register_reproduce_commands  # issue 18
 
     register_reproduce_commands(sub)
+    from cgmbench.cli.boards import register as register_board_commands  # issue 17: shipped leaderboards
+
+    register_board_commands(sub)
     return p
 
 
@@ -236,6 +239,8 @@ COMMANDS.update(METRIC_COMMANDS)
 # issue 18: reproduction recipes and `cgmbench fetch`
 from cgmbench.cli.reproduce import COMMANDS as REPRODUCE_COMMANDS  # noqa: E402
 COMMANDS.update(REPRODUCE_COMMANDS)
+from cgmbench.cli.boards import COMMANDS as BOARD_COMMANDS  # noqa: E402
+COMMANDS.update(BOARD_COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
