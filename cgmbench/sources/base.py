@@ -82,6 +82,10 @@ class Source:
     def judge(self, samples: np.ndarray, indices: Sequence[int]) -> list[dict]:
         raise CgmbenchError(f"task {self.task.name} has no judge")
 
+    def class_name(self, label: int) -> str:
+        """What class ``label`` is, for people (sample-grid titles): ``"class 7"`` unless the source knows a name."""
+        return f"class {int(label)}"
+
     def wrap(self, indices: Sequence[int]) -> list[int]:
         n = len(self)
         if n == 0:
