@@ -21,7 +21,7 @@ Deviations from LlamaGen's recipe, for a CPU budget of minutes: AdamW lr 1e-3 wi
 
 Outputs: ``OUT/parti-<task>-tiny.safetensors`` (+ ``.json`` card) in the shipped format
 (:mod:`baselines.common.shipped`, tensors ``vq.*``, ``gpt.*``, ``text.*``), ``OUT/*.state.pt`` (resumable) and
-``OUT/*.loss.jsonl``.
+``OUT/loss.csv`` (stages ``vq``, ``gpt``).
 """
 
 from __future__ import annotations
