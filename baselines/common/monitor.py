@@ -226,7 +226,8 @@ class TrainingMonitor:
 
     def _lost_message(self) -> str:
         if self.last_saved is None:
-            return f"[{self.stage}] interrupted at step {self._step}/{self.total}; no checkpoint of this stage was written"
+            return (f"[{self.stage}] interrupted at step {self._step}/{self.total}; no checkpoint of this stage was "
+                    "written")
         step, path = self.last_saved
         return (f"[{self.stage}] interrupted at step {self._step}/{self.total}; the last checkpoint is step "
                 f"{step}" + (f" ({path})" if path else ""))

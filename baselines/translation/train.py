@@ -291,7 +291,9 @@ class TranslationTrainer:
         atomic_write_json(self.out / "train_summary.json", {
             "model": self.model_name, "task": self.task.name, "config": self.config_name, "seed": self.seed,
             "steps": cfg["steps"], "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
-            "final_losses": {k: v for k, v in rows[-1].items() if k not in ("stage", "elapsed_s")} if rows else None, "generator": path.name, "sha256": sha256_file(path),
+            "final_losses": ({k: v for k, v in rows[-1].items() if k not in ("stage", "elapsed_s")} if rows
+                             else None),
+            "generator": path.name, "sha256": sha256_file(path),
             "command": (f"cgmbench train --model {self.model_name} --task {self.task.name} --config "
                         f"{self.config_name} --seed {self.seed} --out OUT"),
             "seconds_this_session": round(time.perf_counter() - t0, 1),

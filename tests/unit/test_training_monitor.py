@@ -87,7 +87,8 @@ def test_second_ctrl_c_stops_at_once_naming_the_last_checkpoint(tmp_path):
             signal.raise_signal(signal.SIGINT)  # before the step finished
             raise Stop  # not reached
     assert not isinstance(info.value, TrainingInterrupted)
-    assert info.value.message == f"[s] interrupted at step 5/10; the last checkpoint is step 4 ({tmp_path / 's.state.pt'})"
+    assert info.value.message == ("[s] interrupted at step 5/10; the last checkpoint is step 4 "
+                                  f"({tmp_path / 's.state.pt'})")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
