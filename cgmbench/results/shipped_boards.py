@@ -296,16 +296,21 @@ def write_index(root: str | Path) -> Path:
              "are written into the same `<task>/` folders. `cgmbench leaderboard --task T` ranks all of them.", "",
              f"Regenerate everything with `{REGENERATE_COMMAND}` (resumable; `--task`, `--model`, `--num-samples`, "
              "`--device`; `docs/leaderboards.md`).", "",
-             "| task | kind | rows | N | table |", "|---|---|---|---|---|"]
+             ]
     from cgmbench.spec.task import load_task
 
+    table = []
     for task in shipped_tasks():
         records = sorted((root / task / RECORDS).glob("*.json"))
         if not records:
             continue
         ns = sorted({json.loads(p.read_text()).get("n") for p in records})
-        lines.append(f"| `{task}` | {load_task(task).kind} | {len(records)} | {', '.join(map(str, ns))} | "
+        table.append(f"| `{task}` | {load_task(task).kind} | {len(records)} | {', '.join(map(str, ns))} | "
                      f"[{task}/README.md]({task}/README.md) |")
+    if table:
+        lines += ["| task | kind | rows | N | table |", "|---|---|---|---|---|", *table]
+    else:
+        lines.append(f"No task board has been generated here yet: run `{REGENERATE_COMMAND}`.")
     lines += ["", "Published numbers of the real tasks (COCO, ImageNet, CUB, the pix2pix and CycleGAN datasets, "
               "UCF-101) are a separate, unranked table: [published.md](published.md) "
               "([published.html](published.html)).", ""]
