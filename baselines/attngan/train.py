@@ -34,6 +34,7 @@ from baselines.common.gan_training import (
     mismatched_indices,
     upscale_nearest,
 )
+from baselines.common.monitor import LossLog, TrainingMonitor
 from baselines.common.shipped import save_shipped
 from baselines.common.training import shapes_t2i_training_set
 from cgmbench.errors import CgmbenchError
@@ -55,30 +56,49 @@ ATTNGAN_TINY_CONFIGS = {
 
 
 def pretrain_damsm(text: RNN_ENCODER, image: ShapesImageEncoder, real32: torch.Tensor, texts: list[str],
-                   wordtoix: dict, words_num: int, *, steps: int, batch_size: int, lr: float, seed: int, log=print):
-    """Phase 1: DAMSM loss on matching (caption, image) batches; returns the last 50 steps' mean loss."""
+                   wordtoix: dict, words_num: int, *, steps: int, batch_size: int, lr: float, seed: int, out: Path,
+                   resume: bool = False, save_every: int = 100, log=print):
+    """Phase 1: DAMSM loss on matching (caption, image) batches; returns the last 50 steps' mean loss.
+
+    Checkpoints ``OUT/damsm.state.pt`` (encoders, optimizer, the global RNG that the encoder's dropout draws from,
+    step) every ``save_every`` steps, every few minutes and on Ctrl-C; ``resume`` continues from it exactly."""
     params = list(text.parameters()) + list(image.parameters())
     opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
     text.train(), image.train()
     caps, lens, _ = encode_captions(texts, wordtoix, words_num)
-    recent = []
-    for step in range(steps):
-        g = torch_generator(derive_seed("cgmbench-damsm", seed, step))
-        idx = torch.randint(0, len(texts), (batch_size,), generator=g)
-        words, sent = text(caps[idx], lens[idx])
-        mask = caps[idx][:, : words.shape[2]] == 0
-        local, glob = image(real32[idx])
-        loss, _ = damsm_loss(words, mask, sent, local, glob, [texts[i] for i in idx.tolist()])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 0.25)  # the official DAMSM trainer clips at TRAIN.RNN_GRAD_CLIP
-        opt.step()
-        recent.append(loss.item())
-        if (step + 1) % 50 == 0:
-            log(f"[attngan] DAMSM step {step + 1}/{steps} loss {sum(recent[-50:]) / len(recent[-50:]):.3f}")
+    state_path = Path(out) / "damsm.state.pt"
+    start = 0
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        text.load_state_dict(state["text"]), image.load_state_dict(state["image"])
+        opt.load_state_dict(state["opt"])
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["step"])
+        log(f"[damsm] resumed at step {start} from {state_path}")
+    with TrainingMonitor(out, "damsm", steps, start, log, save_every=save_every, show=("loss",),
+                         checkpoint_path=state_path) as mon:
+        for step in range(start, steps):
+            g = torch_generator(derive_seed("cgmbench-damsm", seed, step))
+            idx = torch.randint(0, len(texts), (batch_size,), generator=g)
+            words, sent = text(caps[idx], lens[idx])
+            mask = caps[idx][:, : words.shape[2]] == 0
+            local, glob = image(real32[idx])
+            loss, _ = damsm_loss(words, mask, sent, local, glob, [texts[i] for i in idx.tolist()])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 0.25)  # the official DAMSM trainer clips at TRAIN.RNN_GRAD_CLIP
+            opt.step()
+            mon.update(step + 1, {"loss": loss.item()})
+            if mon.checkpoint_due(step + 1):
+                tmp = state_path.with_suffix(".tmp")
+                torch.save({"text": text.state_dict(), "image": image.state_dict(), "opt": opt.state_dict(),
+                            "torch_rng": torch.get_rng_state(), "step": step + 1}, tmp)
+                tmp.replace(state_path)
+                mon.saved(step + 1, state_path)
     text.eval(), image.eval()
     text.requires_grad_(False), image.requires_grad_(False)
-    return sum(recent[-50:]) / max(1, len(recent[-50:]))
+    recent = [r["loss"] for r in LossLog(Path(out) / "loss.csv").rows("damsm")][-50:]
+    return sum(recent) / max(1, len(recent))
 
 
 def train_attngan(task, config: str = "tiny", out=None, resume: bool = False, steps: int | None = None,
@@ -110,12 +130,15 @@ def train_attngan(task, config: str = "tiny", out=None, resume: bool = False, st
         text.load_state_dict(state["text"]), image.load_state_dict(state["image"])
         text.eval().requires_grad_(False), image.eval().requires_grad_(False)
         damsm_final = float(state["loss"])
+        if "torch_rng" in state:  # the GAN networks below are initialised from the global RNG, as in a straight run
+            torch.set_rng_state(state["torch_rng"])
     else:
         dc = cfg["damsm"]
         damsm_final = pretrain_damsm(text, image, real32, texts, wordtoix, words_num, steps=dc["steps"],
-                                     batch_size=dc["batch_size"], lr=dc["lr"], seed=seed, log=log)
-        torch.save({"text": text.state_dict(), "image": image.state_dict(), "loss": torch.tensor(damsm_final)},
-                   damsm_path)
+                                     batch_size=dc["batch_size"], lr=dc["lr"], seed=seed, out=out, resume=resume,
+                                     log=log)
+        torch.save({"text": text.state_dict(), "image": image.state_dict(), "loss": torch.tensor(damsm_final),
+                    "torch_rng": torch.get_rng_state()}, damsm_path)
 
     net_g = G_NET(**cfg["g"], mask_alignment="per_sample")
     nef = cfg["g"]["embedding_dim"]

@@ -13,16 +13,15 @@ two-optimizer training loop.
   ``(real + cond_real) / 2 + (fake + cond_fake + cond_wrong) / 3`` with an unconditional head and StackGAN's
   ``real + (wrong + fake) / 2`` without one.
 * :class:`GANTrainLoop`: generator and discriminator optimizers (Adam, betas (0.5, 0.999) as both papers),
-  ``<name>.state.pt`` checkpoints (plain tensors, read back with ``weights_only=True``), a JSONL loss log, exact
+  ``<name>.state.pt`` checkpoints (plain tensors, read back with ``weights_only=True``; every ``save_every`` steps,
+  every few minutes and on Ctrl-C), progress with ETA and ``OUT/loss.csv`` (:mod:`baselines.common.monitor`), exact
   resumption (step ``k``'s randomness comes only from ``derive_seed(seed, name, k)``).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines.common.monitor import LossLog, TrainingMonitor, import_jsonl_log
 from cgmbench.generator import Knob
 from cgmbench.seeding import derive_seed, torch_generator
 
@@ -130,7 +130,7 @@ class GANTrainLoop:
         self.step = 0
         self.out.mkdir(parents=True, exist_ok=True)
         self.state_path = self.out / f"{name}.state.pt"
-        self.log_path = self.out / f"{name}.loss.jsonl"
+        self.legacy_log_path = self.out / f"{name}.loss.jsonl"  # the log before loss.csv (imported on resume)
 
     def _all(self) -> dict[str, nn.Module]:
         return {**{f"g.{k}": m for k, m in self.g_modules.items()}, **{f"d.{k}": m for k, m in self.d_modules.items()}}
@@ -146,10 +146,8 @@ class GANTrainLoop:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.step = int(state["step"])
-        if self.log_path.is_file():
-            lines = [ln for ln in self.log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]
-            self.log_path.write_text("".join(ln + "\n" for ln in lines))
-        self.log(f"[{self.name}] resumed at step {self.step}")
+        import_jsonl_log(LossLog(self.out / "loss.csv"), self.name, self.legacy_log_path, self.step)
+        self.log(f"[{self.name}] resumed at step {self.step} from {self.state_path}")
         return True
 
     def save(self) -> None:
@@ -163,8 +161,8 @@ class GANTrainLoop:
     def run(self, total_steps: int, d_step: Callable, g_step: Callable) -> dict:
         for m in self._all().values():
             m.train()
-        t0, recent = time.perf_counter(), []
-        with open(self.log_path, "a") as logf:
+        with TrainingMonitor(self.out, self.name, total_steps, self.step, self.log, save_every=self.save_every,
+                             show=("d_loss", "g_loss"), checkpoint_path=self.state_path) as mon:
             while self.step < total_steps:
                 g = torch_generator(derive_seed("cgmbench-gan-train", self.name, self.seed, self.step))
                 d_loss, d_logs = d_step(g, self.step)
@@ -188,23 +186,14 @@ class GANTrainLoop:
                 else:
                     for k, m in self.g_modules.items():
                         self.ema[k].load_state_dict(m.state_dict())
-                row = {"step": self.step, "d_loss": d_loss.item(), "g_loss": g_loss.item(), **d_logs, **g_logs}
-                recent.append(row)
-                logf.write(json.dumps(row) + "\n")
-                if self.step % 50 == 0 or self.step == total_steps:
-                    logf.flush()
-                    rate = (time.perf_counter() - t0) / max(1, len(recent))
-                    d = np.mean([r["d_loss"] for r in recent[-50:]])
-                    gl = np.mean([r["g_loss"] for r in recent[-50:]])
-                    self.log(f"[{self.name}] step {self.step}/{total_steps} D {d:.3f} G {gl:.3f} ({rate:.2f} s/step)")
-                if self.step % self.save_every == 0 or self.step == total_steps:
+                mon.update(self.step, {"d_loss": d_loss.item(), "g_loss": g_loss.item(), **d_logs, **g_logs})
+                if mon.checkpoint_due(self.step):
                     self.save()
+                    mon.saved(self.step, self.state_path)
         for m in self._all().values():
             m.eval()
         return self.final_losses()
 
     def final_losses(self, last: int = 100) -> dict:
-        if not self.log_path.is_file():
-            return {}
-        rows = [json.loads(ln) for ln in self.log_path.read_text().splitlines() if ln][-last:]
+        rows = LossLog(self.out / "loss.csv").rows(self.name)[-last:]
         return {k: float(np.mean([r[k] for r in rows])) for k in ("d_loss", "g_loss")} if rows else {}

@@ -2,16 +2,16 @@
 
 * :func:`shapes_t2i_training_set`: items 0..n-1 of the task's ``train`` split, rendered, with their captions;
 * :func:`caption_dropout`: the empty caption with probability ``p`` (classifier-free guidance training);
-* :class:`TrainLoop`: AdamW + EMA, checkpoint ``<name>.state.pt`` every ``save_every`` steps (plain tensors and
-  containers, read back with ``torch.load(weights_only=True)``), a JSONL loss log, exact resumption (step k's
-  randomness comes only from ``derive_seed(seed, name, k)``).
+* :class:`TrainLoop`: AdamW + EMA, checkpoint ``<name>.state.pt`` every ``save_every`` steps, every few minutes
+  and on Ctrl-C (plain tensors and containers, read back with ``torch.load(weights_only=True)``), progress with
+  ETA and the rows of ``OUT/loss.csv`` (:mod:`baselines.common.monitor`), exact resumption (step k's randomness
+  comes only from ``derive_seed(seed, name, k)``; state a step function keeps between steps travels in the
+  checkpoint through ``extra_state``).
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from baselines.common.monitor import LossLog, TrainingMonitor, import_jsonl_log
 from cgmbench.errors import CgmbenchError
 from cgmbench.seeding import derive_seed, torch_generator
 
@@ -52,22 +53,25 @@ class TrainLoop:
     """Deterministic, resumable training of ``modules`` (a dict of name -> nn.Module) with AdamW + EMA.
 
     ``step_fn(modules, batch_generator, step) -> loss`` computes the loss of one step; the loop does
-    warm-up, clipping, the optimizer and EMA updates, logging and checkpoints.
+    warm-up, clipping, the optimizer and EMA updates, progress, ``loss.csv`` and checkpoints. ``extra_state`` is
+    an optional pair ``(get, set)``: ``get() -> dict`` of tensors a step function carries from step to step
+    (saved with every checkpoint), ``set(dict)`` restores it on resume.
     """
 
     def __init__(self, name: str, out: Path, modules: dict[str, nn.Module], *, lr: float, warmup: int,
                  ema_decay: float, seed: int, save_every: int = 100, log: Callable = print,
-                 weight_decay: float = 0.0, grad_clip: float = 1.0):
+                 weight_decay: float = 0.0, grad_clip: float = 1.0,
+                 extra_state: tuple[Callable[[], dict], Callable[[dict], None]] | None = None):
         self.name, self.out, self.modules, self.seed, self.log = name, Path(out), modules, seed, log
         self.lr, self.warmup, self.ema_decay, self.grad_clip = lr, warmup, ema_decay, grad_clip
-        self.save_every = save_every
+        self.save_every, self.extra_state = save_every, extra_state
         params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         self.ema = {k: copy.deepcopy(m).eval().requires_grad_(False) for k, m in modules.items()}
         self.step = 0
         self.out.mkdir(parents=True, exist_ok=True)
         self.state_path = self.out / f"{name}.state.pt"
-        self.log_path = self.out / f"{name}.loss.jsonl"
+        self.legacy_log_path = self.out / f"{name}.loss.jsonl"  # the log before loss.csv (imported on resume)
 
     def resume(self) -> bool:
         if not self.state_path.is_file():
@@ -78,17 +82,18 @@ class TrainLoop:
             self.ema[k].load_state_dict(state["ema"][k])
         self.opt.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+        if self.extra_state is not None and "extra" in state:
+            self.extra_state[1](state["extra"])
         self.log(f"[{self.name}] resumed at step {self.step} from {self.state_path}")
-        # drop log lines written after the checkpoint (they will be recomputed identically)
-        if self.log_path.is_file():
-            lines = [ln for ln in self.log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]
-            self.log_path.write_text("".join(ln + "\n" for ln in lines))
+        import_jsonl_log(LossLog(self.out / "loss.csv"), self.name, self.legacy_log_path, self.step)
         return True
 
     def save(self) -> None:
         state = {"model": {k: m.state_dict() for k, m in self.modules.items()},
                  "ema": {k: m.state_dict() for k, m in self.ema.items()},
                  "optimizer": self.opt.state_dict(), "step": self.step}
+        if self.extra_state is not None:
+            state["extra"] = self.extra_state[0]()
         tmp = self.state_path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self.state_path)
@@ -96,8 +101,8 @@ class TrainLoop:
     def run(self, total_steps: int, step_fn: Callable) -> float:
         for m in self.modules.values():
             m.train()
-        t0, recent = time.perf_counter(), []
-        with open(self.log_path, "a") as logf:
+        with TrainingMonitor(self.out, self.name, total_steps, self.step, self.log, save_every=self.save_every,
+                             show=("loss",), checkpoint_path=self.state_path) as mon:
             while self.step < total_steps:
                 g = torch_generator(derive_seed("cgmbench-train", self.name, self.seed, self.step))
                 lr = self.lr * min(1.0, (self.step + 1) / max(1, self.warmup))
@@ -117,23 +122,14 @@ class TrainLoop:
                             pe.mul_(decay).add_(p.detach(), alpha=1 - decay)
                         for be, b in zip(self.ema[k].buffers(), m.buffers()):
                             be.copy_(b)
-                recent.append(loss.item())
-                logf.write(json.dumps({"step": self.step, "loss": recent[-1], "lr": lr}) + "\n")
-                if self.step % 50 == 0 or self.step == total_steps:
-                    logf.flush()
-                    rate = (time.perf_counter() - t0) / max(1, len(recent))
-                    self.log(f"[{self.name}] step {self.step}/{total_steps} loss {np.mean(recent[-50:]):.4f} "
-                             f"({rate:.2f} s/step)")
-                if self.step % self.save_every == 0 or self.step == total_steps:
+                mon.update(self.step, {"loss": loss.item()}, lr=lr)
+                if mon.checkpoint_due(self.step):
                     self.save()
+                    mon.saved(self.step, self.state_path)
         for m in self.modules.values():
             m.eval()
         return self.final_loss()
 
     def final_loss(self, last: int = 100) -> float:
-        if not self.log_path.is_file():
-            return float("nan")
-        vals = [json.loads(ln)["loss"] for ln in self.log_path.read_text().splitlines() if ln]
+        vals = [r["loss"] for r in LossLog(self.out / "loss.csv").rows(self.name) if "loss" in r]
         return float(np.mean(vals[-last:])) if vals else float("nan")
-
-

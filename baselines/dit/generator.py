@@ -360,8 +360,9 @@ class DiTGenerator(Generator):
         """Train a DiT on ``task`` with recipe ``config``; returns the exported EMA ``.safetensors``.
 
         Writes to ``out``: ``checkpoints/step-NNNNNNN.pt`` (model, EMA, optimizer and RNG states; plain
-        tensors only, ``torch.load(weights_only=True)`` reads them), ``loss.csv`` (step, loss, mse, vb, lr,
-        seconds), and at the end ``dit-<task>-<config>.safetensors`` (EMA weights, ``export_dtype``) with
+        tensors only, ``torch.load(weights_only=True)`` reads them), ``loss.csv`` (stage ``dit``, step, loss, mse, vb,
+        lr, elapsed_s; one row every ``log_every`` steps), and at the end ``dit-<task>-<config>.safetensors`` (EMA
+        weights, ``export_dtype``) with
         ``dit-<task>-<config>.json`` (architecture, sampling defaults, command, steps, final loss, sha256),
         the pair that ``--checkpoint`` and the shipped variants read. ``resume`` continues from the last
         checkpoint; given the seed the run is deterministic (for a fixed number of threads).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import os
 import shlex
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from baselines.common.monitor import LossLog, TrainingMonitor
 from baselines.dit.models import DiT
 from cgmbench.diffusion import create_diffusion
 from cgmbench.errors import CgmbenchError
@@ -177,6 +177,7 @@ def _train(task, config: str, out: Path, resume: bool, steps: int | None, seed: 
 
     start = 0
     csv_path = out / "loss.csv"
+    LossLog(csv_path).adopt_legacy("dit", renamed={"seconds": "elapsed_s"})  # a loss.csv of cgmbench <= issue 16
     last = _latest_checkpoint(ckpt_dir) if resume else None
     if last is not None:
         state = torch.load(last, map_location="cpu", weights_only=True)
@@ -186,51 +187,47 @@ def _train(task, config: str, out: Path, resume: bool, steps: int | None, seed: 
         torch.set_rng_state(state["torch_rng"])
         gen.set_state(state["gen_rng"])
         start = int(state["step"])
-        log(f"resumed from {last} at step {start}")
-        if csv_path.is_file():  # drop rows logged after that checkpoint
-            with open(csv_path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-            _write_csv(csv_path, rows)
-    elif not csv_path.is_file() or not resume:
-        _write_csv(csv_path, [])
+        log(f"[dit] resumed from {last} at step {start}")
 
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"DiT {config} on {task.name}: {n_params:,} parameters, {len(labels)} images, "
+    log(f"[dit] {config} on {task.name}: {n_params:,} parameters, {len(labels)} images, "
         f"{cfg.steps} steps of batch {cfg.batch_size}, {torch.get_num_threads()} threads")
     model.train()
     t0, cpu0 = time.perf_counter(), time.process_time()
-    loads = [os.getloadavg()[0]]  # 1-minute load average of the machine, sampled at every log line
+    loads = [os.getloadavg()[0]]  # 1-minute load average of the machine, sampled at every loss.csv row
     recent: list[float] = []
-    pending: list[dict] = []
-    for step in range(start, cfg.steps):
-        idx = torch.randint(len(labels), (cfg.batch_size,), generator=gen)
-        x, y = images[idx].to(device), labels[idx].to(device)
-        t = torch.randint(diffusion.num_timesteps, (cfg.batch_size,), generator=gen).to(device)
-        noise = torch.randn(x.shape, generator=gen).to(device)
-        lr = _learning_rate(cfg, step)
-        for group in opt.param_groups:
-            group["lr"] = lr * group["lr_scale"]
-        terms = diffusion.training_losses(model, x, t, model_kwargs={"y": y}, noise=noise)
-        loss = terms["loss"].mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        update_ema(ema, model, cfg.ema_decay)
-        recent = (recent + [loss.item()])[-100:]
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            pending.append({"step": done, "loss": f"{loss.item():.6f}", "mse": f"{terms['mse'].mean().item():.6f}",
-                            "vb": f"{terms['vb'].mean().item():.6f}", "lr": f"{lr:.3g}",
-                            "seconds": f"{time.perf_counter() - t0:.1f}"})
-            loads.append(os.getloadavg()[0])
-            log(f"step {done}/{cfg.steps} loss {loss.item():.4f} (mean of last {len(recent)}: "
-                f"{sum(recent) / len(recent):.4f}) {time.perf_counter() - t0:.0f}s")
-        if done % cfg.ckpt_every == 0 or done == cfg.steps:
-            _append_csv(csv_path, pending)
-            pending = []
-            torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                        "torch_rng": torch.get_rng_state(), "gen_rng": gen.get_state(), "step": done},
-                       ckpt_dir / f"step-{done:07d}.pt")
+    with TrainingMonitor(out, "dit", cfg.steps, start, log, save_every=cfg.ckpt_every, show=("loss",),
+                         checkpoint_path=last) as mon:
+        for step in range(start, cfg.steps):
+            idx = torch.randint(len(labels), (cfg.batch_size,), generator=gen)
+            x, y = images[idx].to(device), labels[idx].to(device)
+            t = torch.randint(diffusion.num_timesteps, (cfg.batch_size,), generator=gen).to(device)
+            noise = torch.randn(x.shape, generator=gen).to(device)
+            lr = _learning_rate(cfg, step)
+            for group in opt.param_groups:
+                group["lr"] = lr * group["lr_scale"]
+            terms = diffusion.training_losses(model, x, t, model_kwargs={"y": y}, noise=noise)
+            loss = terms["loss"].mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            update_ema(ema, model, cfg.ema_decay)
+            recent = (recent + [loss.item()])[-100:]
+            done = step + 1
+            row = False
+            if done % cfg.log_every == 0 or done == cfg.steps:  # one loss.csv row every log_every steps
+                row = {"loss": loss.item(), "mse": terms["mse"].mean().item(), "vb": terms["vb"].mean().item()}
+                loads.append(os.getloadavg()[0])
+            mon.update(done, {"loss": loss.item()}, lr=lr, record=row)
+            if mon.checkpoint_due(done):
+                path = ckpt_dir / f"step-{done:07d}.pt"
+                torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                            "torch_rng": torch.get_rng_state(), "gen_rng": gen.get_state(), "step": done}, path)
+                for older in ckpt_dir.glob("step-*.pt"):  # timed / Ctrl-C checkpoints last until the next one
+                    k = int(older.stem.split("-")[1])
+                    if k < done and k % cfg.ckpt_every:
+                        older.unlink()
+                mon.saved(done, path)
     elapsed, cpu_elapsed = time.perf_counter() - t0, time.process_time() - cpu0
 
     dtype = getattr(torch, cfg.export_dtype)
@@ -262,23 +259,6 @@ def _train(task, config: str, out: Path, resume: bool, steps: int | None, seed: 
     return weights_path
 
 
-_CSV_FIELDS = ["step", "loss", "mse", "vb", "lr", "seconds"]
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=_CSV_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-
-
-def _append_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "a", newline="") as f:
-        csv.DictWriter(f, fieldnames=_CSV_FIELDS).writerows(rows)
-
-
 def _final_loss(path: Path) -> float | None:
-    with open(path, newline="") as f:
-        losses = [float(r["loss"]) for r in csv.DictReader(f)]
-    tail = losses[-4:]
+    tail = [r["loss"] for r in LossLog(path).rows("dit") if "loss" in r][-4:]
     return round(sum(tail) / len(tail), 6) if tail else None

@@ -16,7 +16,7 @@ where a CPU budget of ~15 minutes needs it:
   extras=78 path with 16x64 instead of 77x768); 10% of captions dropped to the empty prompt for guidance.
 
 Writes ``OUT/latte-<task>-<config>.safetensors`` (EMA weights, float16, configuration in the metadata) and its
-``.json`` card, plus the resumable ``OUT/latte.state.pt`` and ``OUT/latte.loss.jsonl``.
+``.json`` card, plus the resumable ``OUT/latte.state.pt`` and ``OUT/loss.csv``.
 """
 
 from __future__ import annotations

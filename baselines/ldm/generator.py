@@ -335,7 +335,7 @@ class LDMGenerator(Generator):
         then the U-Net and the text encoder jointly (eps loss, uniform t, caption dropout for CFG).
 
         ``steps`` overrides the U-Net steps. Writes ``OUT/ldm-shapes-t2i-tiny.safetensors`` (+ ``.json``),
-        ``OUT/*.state.pt`` checkpoints and ``OUT/*.loss.jsonl`` logs; returns the safetensors path.
+        ``OUT/*.state.pt`` checkpoints and ``OUT/loss.csv`` (stages ``vae``, ``unet``); returns the safetensors path.
         """
         if config not in LDM_TINY_CONFIGS:
             raise CgmbenchError(f"unknown ldm training config {config!r}", f"known: {', '.join(LDM_TINY_CONFIGS)}")

@@ -21,7 +21,7 @@ Deviations from LlamaGen's recipe, for a CPU budget of minutes: AdamW lr 1e-3 wi
 
 Outputs: ``OUT/parti-<task>-tiny.safetensors`` (+ ``.json`` card) in the shipped format
 (:mod:`baselines.common.shipped`, tensors ``vq.*``, ``gpt.*``, ``text.*``), ``OUT/*.state.pt`` (resumable) and
-``OUT/*.loss.jsonl``.
+``OUT/loss.csv`` (stages ``vq``, ``gpt``).
 """
 
 from __future__ import annotations
@@ -110,12 +110,20 @@ def train(task, config: str = "tiny", out=None, resume: bool = False, steps: int
         + (f", text {count(text):,}" if text is not None else ""))
 
     # stage 1: the tokenizer
-    loop_vq = TrainLoop("vq", out, {"vq": vq}, lr=tc["vq_lr"], warmup=50, ema_decay=0.0, seed=seed, log=log)
-    if resume:
-        loop_vq.resume()
-
     counts = torch.zeros(vq.config.codebook_size)
     last_z: list[torch.Tensor] = []
+
+    def restart_state() -> dict:  # what the dead-code restart carries between steps: saved with each checkpoint
+        return {"counts": counts.clone(), "last_z": last_z[0].clone() if last_z else torch.empty(0)}
+
+    def set_restart_state(state: dict) -> None:
+        counts.copy_(state["counts"])
+        last_z[:] = [state["last_z"]] if state["last_z"].numel() else []
+
+    loop_vq = TrainLoop("vq", out, {"vq": vq}, lr=tc["vq_lr"], warmup=50, ema_decay=0.0, seed=seed, log=log,
+                        extra_state=(restart_state, set_restart_state))
+    if resume:
+        loop_vq.resume()
 
     def vq_step(mods, g, step):
         m = mods["vq"]

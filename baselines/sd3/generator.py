@@ -322,7 +322,7 @@ class SD3Generator(Generator):
         """Train the tiny pixel-space SD3 on ``shapes-t2i``: rectified flow (velocity target ``noise - x0``),
         logit-normal sigmas ``sigmoid(N(m, s))`` (SD3 paper, m=0, s=1), caption dropout for CFG, MM-DiT and
         text encoder jointly, EMA weights shipped. Writes ``OUT/sd3-shapes-t2i-tiny.safetensors`` (+ ``.json``),
-        ``OUT/mmdit.state.pt`` and ``OUT/mmdit.loss.jsonl``; returns the safetensors path."""
+        ``OUT/mmdit.state.pt`` and ``OUT/loss.csv``; returns the safetensors path."""
         if config not in SD3_TINY_CONFIGS:
             raise CgmbenchError(f"unknown sd3 training config {config!r}", f"known: {', '.join(SD3_TINY_CONFIGS)}")
         cfg = copy.deepcopy(SD3_TINY_CONFIGS[config])

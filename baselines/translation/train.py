@@ -24,6 +24,7 @@ from baselines.translation.networks import (
     pix2pix_discriminator_loss,
     pix2pix_generator_loss,
 )
+from baselines.common.monitor import LossLog, TrainingMonitor, import_jsonl_log
 from cgmbench.errors import CgmbenchError
 from cgmbench.seeding import derive_seed, numpy_rng
 
@@ -88,7 +89,8 @@ class TranslationTrainer:
       ``checkpoints/step_NNNNNN.pt``: optimiser states (and image pools), saved from plain
       tensors and containers and read back with ``torch.load(weights_only=True)``;
       ``checkpoints/latest.json``: the step of the newest pair. The two newest pairs are kept.
-    * ``loss_log.jsonl``: one row per ``log_every`` steps, losses averaged over the window.
+    * ``loss.csv``: one row per ``log_every`` steps, losses averaged over the window (stage = the model name);
+      progress with ETA on stderr and checkpoints on a clock and on Ctrl-C (:mod:`baselines.common.monitor`).
     * ``generator.safetensors``: the final generator (floats in the recipe's ``export_dtype``)
       with its architecture in the metadata (what :meth:`TranslationGenerator.load` reads);
       ``train_summary.json``.
@@ -117,6 +119,7 @@ class TranslationTrainer:
         self.task, self.config_name, self.out = task, config, Path(out)
         self.resume, self.seed, self.device, self.log = resume, int(seed), device, log
         self.res = int(task.resolution)
+        self._restored_window: dict = {}
 
     @staticmethod
     def make(model_name: str, *args) -> "TranslationTrainer":
@@ -187,7 +190,8 @@ class TranslationTrainer:
                    for name, net in self.nets.items() for k, v in net.state_dict().items()}
         stem = f"step_{step:06d}"
         save_file(tensors, str(self.ckpt_dir / f"{stem}.safetensors"))
-        state = {"optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()}, **self.extra_state()}
+        state = {"optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()}, **self.extra_state(),
+                 "log_window": getattr(self, "_log_window", {"sums": {}, "count": 0})}
         torch.save(state, self.ckpt_dir / f"{stem}.pt")
         atomic_write_json(self.ckpt_dir / "latest.json", {
             "step": step, "weights": f"{stem}.safetensors", "state": f"{stem}.pt", "model": self.model_name,
@@ -221,7 +225,8 @@ class TranslationTrainer:
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         self.load_extra_state(state)
-        self.log(f"{self.out}: resumed at step {meta['step']}")
+        self._restored_window = state.get("log_window") or {}
+        self.log(f"[{self.model_name}] resumed at step {meta['step']} from {self.ckpt_dir / meta['weights']}")
         return int(meta["step"])
 
     # -- the loop ------------------------------------------------------------------------
@@ -235,8 +240,6 @@ class TranslationTrainer:
         from cgmbench.weights import sha256_file
 
         cfg = self.cfg
-        if cfg["save_every"] % cfg["log_every"]:
-            raise ValueError("save_every must be a multiple of log_every (log windows restart at checkpoints)")
         t0, cpu0 = time.perf_counter(), time.process_time()
         torch.manual_seed(self.rng_seed("init"))
         self.build()
@@ -244,34 +247,37 @@ class TranslationTrainer:
             net.to(self.device).train()
         start = self.restore()
         self.load_data()
-        log_path = self.out / "loss_log.jsonl"
-        rows = []
-        if log_path.is_file():  # keep the rows up to the checkpoint: the log equals an uninterrupted run's
-            rows = [r for r in map(_json.loads, log_path.read_text().splitlines()) if r["step"] <= start]
         self.out.mkdir(parents=True, exist_ok=True)
-        log_path.write_text("".join(_json.dumps(r) + "\n" for r in rows))
-        window: dict[str, float] = {}
-        count = 0
-        for step in range(start, cfg["steps"]):
-            lr = self.lr_at(step)
-            for opt in self.optimizers.values():
-                for group in opt.param_groups:
-                    group["lr"] = lr
-            torch.manual_seed(self.rng_seed("step", step))
-            losses = self.train_step(step)
-            for k, v in losses.items():
-                window[k] = window.get(k, 0.0) + v
-            count += 1
-            done = step + 1
-            if done % cfg["log_every"] == 0 or done == cfg["steps"]:
-                row = {"step": done, "lr": lr, **{k: round(v / count, 6) for k, v in window.items()}}
-                with open(log_path, "a") as f:
-                    f.write(_json.dumps(row) + "\n")
-                self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-                rows.append(row)
-                window, count = {}, 0
-            if done % cfg["save_every"] == 0 or done == cfg["steps"]:
-                self.save_checkpoint(done)
+        losses_csv = LossLog(self.out / "loss.csv")
+        if start:  # a run started before loss.csv: its rows up to the checkpoint carry over
+            import_jsonl_log(losses_csv, self.model_name, self.out / "loss_log.jsonl", start)
+        # the loss.csv row of every log_every steps is the mean over its window; the open window travels in the
+        # checkpoint, so a run stopped between two rows resumes to the rows of an uninterrupted one
+        window: dict[str, float] = dict(self._restored_window.get("sums", {}))
+        count = int(self._restored_window.get("count", 0))
+        with TrainingMonitor(self.out, self.model_name, cfg["steps"], start, self.log, save_every=cfg["save_every"],
+                             checkpoint_path=self.ckpt_dir / "latest.json") as mon:
+            for step in range(start, cfg["steps"]):
+                lr = self.lr_at(step)
+                for opt in self.optimizers.values():
+                    for group in opt.param_groups:
+                        group["lr"] = lr
+                torch.manual_seed(self.rng_seed("step", step))
+                losses = self.train_step(step)
+                for k, v in losses.items():
+                    window[k] = window.get(k, 0.0) + v
+                count += 1
+                done = step + 1
+                row = False
+                if done % cfg["log_every"] == 0 or done == cfg["steps"]:
+                    row = {k: round(v / count, 6) for k, v in window.items()}
+                    window, count = {}, 0
+                mon.update(done, losses, lr=lr, record=row)
+                if mon.checkpoint_due(done):
+                    self._log_window = {"sums": dict(window), "count": count}
+                    self.save_checkpoint(done)
+                    mon.saved(done, self.ckpt_dir / f"step_{done:06d}.safetensors")
+        rows = losses_csv.rows(self.model_name)
 
         net = self.nets[self.export_name()]
         path = self.out / "generator.safetensors"
@@ -285,7 +291,9 @@ class TranslationTrainer:
         atomic_write_json(self.out / "train_summary.json", {
             "model": self.model_name, "task": self.task.name, "config": self.config_name, "seed": self.seed,
             "steps": cfg["steps"], "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
-            "final_losses": rows[-1] if rows else None, "generator": path.name, "sha256": sha256_file(path),
+            "final_losses": ({k: v for k, v in rows[-1].items() if k not in ("stage", "elapsed_s")} if rows
+                             else None),
+            "generator": path.name, "sha256": sha256_file(path),
             "command": (f"cgmbench train --model {self.model_name} --task {self.task.name} --config "
                         f"{self.config_name} --seed {self.seed} --out OUT"),
             "seconds_this_session": round(time.perf_counter() - t0, 1),

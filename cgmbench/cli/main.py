@@ -57,8 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("name", nargs="?", help="a known weights name (cgmbench weights list)")
 
     tr = sub.add_parser("train", allow_abbrev=False, help="train a model on a task (tiny recipes run on a CPU)",
-                        description="Train MODEL on TASK with a named recipe; writes checkpoints and a loss log "
-                                    "to OUT and resumes from the last checkpoint with --resume.")
+                        description="Train MODEL on TASK with a named recipe. Prints progress with steps/s and ETA "
+                                    "from the first step, writes OUT/loss.csv (one row per logged step and stage) "
+                                    "and checkpoints at the recipe's milestones, every 5 minutes and on Ctrl-C "
+                                    "(which saves the step in progress, says which step is saved and stops; a "
+                                    "second Ctrl-C stops at once). --resume continues from the last checkpoint.")
     tr.add_argument("--model", required=True)
     tr.add_argument("--task", required=True)
     tr.add_argument("--config", default="tiny", help="training recipe name (default: tiny)")
@@ -79,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cgmbench.cli.reproduce import register as register_reproduce_commands  # issue 18
 
     register_reproduce_commands(sub)
+    from cgmbench.cli.boards import register as register_board_commands  # issue 17: shipped leaderboards
+
+    register_board_commands(sub)
     return p
 
 
@@ -212,8 +218,18 @@ def cmd_train(args) -> int:
     if train is None:
         raise CgmbenchError(f"model {name!r} has no training recipe in cgmbench")
     task = load_task(args.task)
-    path = train(task, config=args.config, out=args.out, resume=args.resume, steps=args.steps, seed=args.seed,
-                 device=resolve_device(args.device), log=lambda m: print(m, file=sys.stderr))
+    try:
+        path = train(task, config=args.config, out=args.out, resume=args.resume, steps=args.steps, seed=args.seed,
+                     device=resolve_device(args.device), log=lambda m: print(m, file=sys.stderr))
+    except KeyboardInterrupt as e:  # the recipe's message names the step saved (baselines.common.monitor)
+        import shlex
+
+        what = getattr(e, "message", None) or "interrupted before training began; checkpoints already in --out are kept"
+        again = ["cgmbench", "train", "--model", args.model, "--task", args.task, "--config", args.config,
+                 "--out", args.out, "--resume"] + (["--steps", str(args.steps)] if args.steps is not None else []) \
+            + (["--seed", str(args.seed)] if args.seed else [])
+        print(f"cgmbench: {what}\ncgmbench: continue with: {shlex.join(again)}", file=sys.stderr)
+        return 130
     print(path)
     return 0
 
@@ -225,6 +241,8 @@ COMMANDS.update(METRIC_COMMANDS)
 # issue 18: reproduction recipes and `cgmbench fetch`
 from cgmbench.cli.reproduce import COMMANDS as REPRODUCE_COMMANDS  # noqa: E402
 COMMANDS.update(REPRODUCE_COMMANDS)
+from cgmbench.cli.boards import COMMANDS as BOARD_COMMANDS  # noqa: E402
+COMMANDS.update(BOARD_COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -241,7 +241,8 @@ def _runs_in(folder: Path) -> list[tuple[str, Path, dict]]:
 
 
 def _column_titles(run_dir: Path, k: int) -> list[str]:
-    """``#i`` plus the condition text (text tasks) or class label, when the run's task can be loaded."""
+    """``#i`` plus the condition text (text tasks) or the class name (:meth:`Source.class_name`), when the run's
+    task can be loaded."""
     titles = [f"#{i}" for i in range(k)]
     try:
         from cgmbench.run.samples import SampleStore
@@ -249,7 +250,8 @@ def _column_titles(run_dir: Path, k: int) -> list[str]:
         from cgmbench.spec.task import load_task
 
         task = load_task(SampleStore.open(run_dir / "samples").config["task"])
-        cond = open_source(task, "conditions").conditions(list(range(k)))
+        source = open_source(task, "conditions")
+        cond = source.conditions(list(range(k)))
     except Exception:  # titles are decoration: a task spec that changed or is gone leaves "#i"
         return titles
     if cond.texts is not None:
@@ -257,8 +259,8 @@ def _column_titles(run_dir: Path, k: int) -> list[str]:
 
         return [f"#{i}\n" + "\n".join(textwrap.wrap(t, 18, max_lines=3, placeholder="…"))
                 for i, t in enumerate(cond.texts)]
-    if cond.labels is not None:
-        return [f"#{i} class {int(c)}" for i, c in enumerate(cond.labels)]
+    if cond.labels is not None:  # the class's name where the source knows it ("red square"), else "class 7"
+        return [f"#{i}\n{source.class_name(int(c))}" for i, c in enumerate(cond.labels)]
     return titles
 
 

@@ -479,11 +479,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:48].strip("._") or "model"
 
 
-def submit(result: str | Path, samples: str | Path | None = None, leaderboards: str | Path | None = None,
-           dry_run: bool = False, tolerance: float | None = None, log=print) -> dict:
-    """Validate and (unless ``dry_run``) add a result; returns ``{"path", "rescored", "message"}``."""
-    from cgmbench.results.leaderboard import leaderboards_root
-
+def verify(result: str | Path, samples: str | Path | None = None, tolerance: float | None = None) -> dict:
+    """Validate RESULT.json and, with ``samples``, re-score them (module docstring). Returns ``{"record", "task",
+    "rescored", "notes"}``; raises :class:`SubmissionRejected` naming what is wrong."""
     rec = load_result(result)
     try:
         validate_record(rec, "$", submission=True)
@@ -521,15 +519,35 @@ def submit(result: str | Path, samples: str | Path | None = None, leaderboards: 
             notes.append(f"not re-scored by this version: {', '.join(unchecked)}")
     else:
         notes.append("no samples given: the claimed numbers are not re-scored")
+    return {"record": rec, "task": task, "rescored": rescored, "notes": notes,
+            "samples_verified": samples is not None}
+
+
+def accepted_document(checked: dict) -> dict:
+    """The record of a :func:`verify` result as a leaderboard holds it: with its ``submission`` block (when and by
+    which version it was checked, what was re-scored, ``content_sha256`` of the record as submitted)."""
+    rec = checked["record"]
     content_sha = hashlib.sha256(json.dumps(rec, sort_keys=True).encode("utf-8")).hexdigest()
     doc = dict(rec)
     doc["submission"] = {**(rec.get("submission") or {}),
                          "accepted_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                         "checked_by": f"cgmbench {__version__}", "rescored": rescored,
-                         "samples_verified": bool(samples is not None), "content_sha256": content_sha}
+                         "checked_by": f"cgmbench {__version__}", "rescored": checked["rescored"],
+                         "samples_verified": bool(checked["samples_verified"]), "content_sha256": content_sha}
+    return doc
+
+
+def submit(result: str | Path, samples: str | Path | None = None, leaderboards: str | Path | None = None,
+           dry_run: bool = False, tolerance: float | None = None, log=print) -> dict:
+    """Validate and (unless ``dry_run``) add a result; returns ``{"path", "rescored", "message"}``."""
+    from cgmbench.results.leaderboard import leaderboards_root
+
+    checked = verify(result, samples, tolerance)
+    rec, task, rescored = checked["record"], checked["task"], checked["rescored"]
+    doc = accepted_document(checked)
+    content_sha = doc["submission"]["content_sha256"]
     root_dir = Path(leaderboards) if leaderboards else leaderboards_root()
     path = root_dir / task.name / f"{_slug(rec['model']['spec'])}-{content_sha[:16]}.json"
-    for note in notes:
+    for note in checked["notes"]:
         log(note)
     if dry_run:
         return {"path": None, "rescored": rescored, "message": f"valid; would be written to {path}"}

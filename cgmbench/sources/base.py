@@ -94,6 +94,9 @@ class Source:
         if not isinstance(folder, str):
             return []
         return [data_path(folder, f"task {task.name} {purpose}", params.get("url"), params.get("obtain"))]
+    def class_name(self, label: int) -> str:
+        """What class ``label`` is, for people (sample-grid titles): ``"class 7"`` unless the source knows a name."""
+        return f"class {int(label)}"
 
     def wrap(self, indices: Sequence[int]) -> list[int]:
         n = len(self)

@@ -134,6 +134,10 @@ class UCF101Source(Source):
     def __len__(self) -> int:
         return len(self.entries)
 
+    def class_name(self, label: int) -> str:
+        """The UCF-101 action (``ApplyEyeMakeup``), from ``classInd.txt`` or the folder names."""
+        return self.classes[int(label)] if 0 <= int(label) < len(self.classes) else f"class {int(label)}"
+
     def labels(self, indices: Sequence[int]) -> list[int]:
         return [self.entries[i][1] for i in self.wrap(indices)]
 

@@ -47,6 +47,11 @@ class ShapesSource(Source):
     def __len__(self):
         return self.size
 
+    def class_name(self, label: int) -> str:
+        """``"red square"``: the colour and shape of class ``label`` (:func:`cgmbench.worlds.shapes.class_attributes`)."""
+        shape, color = W.class_attributes(int(label))
+        return f"{color} {shape}"
+
     @lru_cache(maxsize=4096)
     def item(self, i: int, split: str | None = None) -> dict:
         """The structured truth of item ``i``: scene(s), condition, spec."""
@@ -208,6 +213,9 @@ class DigitsSource(Source):
 
     def __len__(self):
         return len(self.labels)
+
+    def class_name(self, label: int) -> str:
+        return f"digit {int(label)}"
 
     def conditions(self, indices):
         labels = torch.from_numpy(self.labels[self.wrap(indices)])

@@ -24,7 +24,7 @@ from baselines.translation.networks import (
     init_weights,
     set_test_mode,
 )
-from baselines.translation.train import CYCLEGAN_CONFIGS, PIX2PIX_CONFIGS
+from baselines.translation.train import CYCLEGAN_CONFIGS, PIX2PIX_CONFIGS, CycleGANTrainer, Pix2PixTrainer
 from cgmbench.conditions import Conditions
 from cgmbench.errors import CgmbenchError
 from cgmbench.generator import to_uint8
@@ -364,12 +364,17 @@ def test_training_writes_checkpoints_and_resumes_exactly(tmp_path, monkeypatch, 
     task = load_task(task_name)
     full = cls.train(task, config="micro", out=tmp_path / "full", log=lambda m: None)
 
-    def interrupt(msg):
-        if msg.startswith("step=3 "):
-            raise _Stop
+    trainer = CycleGANTrainer if cls is CycleGANGenerator else Pix2PixTrainer
+    step_fn = trainer.train_step
 
-    with pytest.raises(_Stop):
-        cls.train(task, config="micro", out=tmp_path / "cut", log=interrupt)
+    def crash_in_step_3(self, step):  # a crash (not Ctrl-C): what the last periodic checkpoint kept survives
+        if step == 2:
+            raise _Stop
+        return step_fn(self, step)
+
+    with monkeypatch.context() as m, pytest.raises(_Stop):
+        m.setattr(trainer, "train_step", crash_in_step_3)
+        cls.train(task, config="micro", out=tmp_path / "cut", log=lambda m: None)
     assert json.loads((tmp_path / "cut" / "checkpoints" / "latest.json").read_text())["step"] == 2
     with pytest.raises(CgmbenchError, match="already holds a training run"):
         cls.train(task, config="micro", out=tmp_path / "cut", log=lambda m: None)
@@ -379,9 +384,12 @@ def test_training_writes_checkpoints_and_resumes_exactly(tmp_path, monkeypatch, 
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with safe_open(str(full), "pt") as f, safe_open(str(resumed), "pt") as g:
         assert f.metadata() == g.metadata()
-    log_full = (tmp_path / "full" / "loss_log.jsonl").read_text().splitlines()
-    assert log_full == (tmp_path / "cut" / "loss_log.jsonl").read_text().splitlines()
-    assert [json.loads(r)["step"] for r in log_full] == [1, 2, 3, 4]
+    def log_rows(folder):  # loss.csv without the wall-clock column
+        return [line.rsplit(",", 1)[0] for line in (folder / "loss.csv").read_text().splitlines()]
+
+    log_full = log_rows(tmp_path / "full")
+    assert log_full == log_rows(tmp_path / "cut")
+    assert log_full[0].startswith("stage,step,") and [r.split(",")[1] for r in log_full[1:]] == ["1", "2", "3", "4"]
     summary = json.loads((tmp_path / "full" / "train_summary.json").read_text())
     assert summary["steps"] == 4 and summary["final_losses"]["step"] == 4
     assert len(list((tmp_path / "full" / "checkpoints").glob("step_*.safetensors"))) == 2
