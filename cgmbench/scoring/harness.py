@@ -182,8 +182,9 @@ def extract_samples(extractor, store: SampleStore, n: int, batch_size: int, want
             arr = arr.reshape(-1, *arr.shape[2:])
         images = torch.from_numpy(np.ascontiguousarray(arr))
         if want_logits and hasattr(extractor, "extract"):
-            out = extractor.extract(images, outputs=("pool3", "logits_unbiased"), batch_size=batch_size)
-            feats, lg = out["pool3"], out["logits_unbiased"]
+            key = getattr(extractor, "is_logits_output", "logits_unbiased")  # the logits the IS softmax reads
+            out = extractor.extract(images, outputs=("pool3", key), batch_size=batch_size)
+            feats, lg = out["pool3"], out[key]
         else:
             feats = extractor(images, batch_size=batch_size)
             lg = extractor.logits(images, batch_size=batch_size) if want_logits else None
