@@ -133,9 +133,9 @@ def _repeated(wire: int, value, fmt: str) -> list:
     return [_signed(value)]
 
 
-def _tensor_proto(msg: bytes) -> tuple[int | None, list[int] | None, np.ndarray]:
-    """TensorProto -> ``(dtype, shape, flat values)``."""
-    dtype, shape, content, values = None, None, None, []
+def _tensor_proto(msg: bytes, default_dtype: int | None = None) -> tuple[int | None, list[int] | None, np.ndarray]:
+    """TensorProto -> ``(dtype, shape, flat values)``; V1 slices leave ``dtype`` to the tensor's meta entry."""
+    dtype, shape, content, values = default_dtype, None, None, []
     for number, wire, value in _fields(msg):
         if number == 1:
             dtype = value
@@ -254,7 +254,7 @@ def _table(data: bytes) -> Iterator[tuple[bytes, bytes]]:
 
 def _read_v1(data: bytes) -> dict[str, np.ndarray]:
     metas: dict[str, tuple[int, list[int]]] = {}
-    slices: dict[str, list[tuple[list[tuple[int, int | None]], np.ndarray]]] = {}
+    slices: dict[str, list[tuple[list[tuple[int, int | None]], bytes | None]]] = {}
     for key, value in _table(data):
         for number, _, msg in _fields(value):
             if number == 1:  # SavedTensorSliceMeta
@@ -278,7 +278,7 @@ def _read_v1(data: bytes) -> dict[str, np.ndarray]:
                     elif n2 == 2:
                         extents = _slice(v2)
                     elif n2 == 3:
-                        _, _, flat = _tensor_proto(v2)
+                        flat = v2  # decoded below, with the dtype of the tensor's meta entry
                 slices.setdefault(name, []).append((extents, flat))
     if not metas:
         raise _Bad("no tensor metadata (the entry with the empty key) in a V1 checkpoint table")
@@ -288,7 +288,8 @@ def _read_v1(data: bytes) -> dict[str, np.ndarray]:
             raise _Bad(f"tensor {name!r} has unsupported dtype enum {dtype}")
         full = np.zeros(shape, dtype=DTYPES[dtype])
         covered = 0
-        for extents, flat in slices.get(name, []):
+        for extents, proto in slices.get(name, []):
+            flat = None if proto is None else _tensor_proto(proto, dtype)[2]
             index, sub = [], []
             for d, size in enumerate(shape):
                 start, length = extents[d] if d < len(extents) else (0, None)
