@@ -38,3 +38,15 @@ register_file(KnownFile(
                  "which cgmbench uses when this one is absent"),
     digest_source=("none published (richzhang/PerceptualSimilarity lists no checksum; the digest is that of the file "
                    "in the repository at master, pinned by cgmbench)")))
+register_file(KnownFile(
+    name="inception-v3-cub-finetuned", filename="inception_v3_cub_finetuned.safetensors",
+    obtain=("download inception_finetuned_models.zip (hanzhanggit/StackGAN-inception-model README, Google Drive id "
+            "0B3y_msrWZaXLMzNMNWhWdW0zVWs; StackGAN-inception-model#11 gives a working resourcekey link), unzip it and "
+            "convert the TF checkpoint once: `python -m cgmbench.extractors.inception_cub convert "
+            "inception_finetuned_models/birds_valid299/model.ckpt-5000 "
+            "$CGMBENCH_HOME/weights/inception_v3_cub_finetuned.safetensors` (no TensorFlow needed)"),
+    license="none stated (hanzhanggit/StackGAN-inception-model has no licence file; Inception-v3 code Apache-2.0)",
+    description=("StackGAN's Inception-v3 fine-tuned on the 50 CUB test classes (TF-Slim, 51 outputs, EMA weights), "
+                 "converted to safetensors with the official TF variable names: the IS classifier of cub200-t2i"),
+    digest_source=("none published: the publisher gives only a Google Drive link to a TF checkpoint (no checksum); "
+                   "cgmbench records the converted file's digest at first use")))

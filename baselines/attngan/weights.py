@@ -30,14 +30,7 @@ for _name, _file, _what, _desc in (
     register_file(KnownFile(name=_name, filename=_file, license="MIT", obtain=_drive(_what, _file), description=_desc,
     digest_source="none published: the publisher gives only a download link (no checksum); cgmbench records the digest at first fetch"))
 
-register_file(KnownFile(
-    name="inception-v3-cub-finetuned", filename="inception-v3-cub-finetuned.pth", license="unknown (no licence file)",
-    obtain=("convert hanzhanggit/StackGAN-inception-model inception_finetuned_models/birds_valid299/model.ckpt-5000 "
-            "(TF1 slim Inception-v3 fine-tuned on the 50 CUB test classes; Google Drive, see that README) to a "
-            "torchvision Inception-v3 state dict with a 51-way fc and place it at "
-            "$CGMBENCH_HOME/weights/inception-v3-cub-finetuned.pth"),
-    description="StackGAN's fine-tuned Inception-v3 for IS on CUB (softmax over the 50 test classes)",
-    digest_source="none published: the publisher gives only a download link (no checksum); cgmbench records the digest at first fetch"))
+# the CUB IS classifier (inception-v3-cub-finetuned) is a core extractor: cgmbench/known_weights.py
 
 for _name, _file, _what in (
     ("attngan:bird-captions", "bird-captions.pickle", "the birds metadata (data/birds/captions.pickle)"),

@@ -1,12 +1,13 @@
 """StackGAN (hanzhanggit/StackGAN-Pytorch): networks in the official naming and strict loading of the release.
 
 ``models`` holds the networks (imports only torch), ``checkpoints`` the loaders of ``netG_epoch_90.pth``
-and of the char-CNN-RNN embedding pickles.
+and of the char-CNN-RNN embedding pickles and ``.t7`` files (``torch7``: a restricted Torch7 reader).
 """
 
 from baselines.stackgan.checkpoints import (
     build_for,
     load_char_cnn_rnn_embeddings,
+    load_char_cnn_rnn_t7,
     load_stage1_generator,
     load_stage2_generator,
     load_strict,
@@ -42,6 +43,7 @@ __all__ = [
     "upBlock",
     "build_for",
     "load_char_cnn_rnn_embeddings",
+    "load_char_cnn_rnn_t7",
     "load_stage1_generator",
     "load_stage2_generator",
     "load_strict",

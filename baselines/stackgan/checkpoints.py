@@ -10,6 +10,10 @@
   Python-2 pickle of the 1024-d embeddings of reedscot/icml2016, one ``(captions_per_image, 1024)``
   float array per image (``datasets.py`` does ``np.array(pickle.load(f))``). It is read with a
   restricted unpickler that rebuilds plain numpy arrays and lists and refuses every other object.
+* ``*.t7`` char-CNN-RNN embeddings (Torch7 ``torch.save`` of the Lua text encoder's outputs, as StackGAN's
+  ``demo/get_embedding.lua`` writes them: ``{raw_txt = {caption, ...}, fea_txt = {FloatTensor(1, 1024), ...}}``),
+  read by the restricted Torch7 reader :mod:`baselines.stackgan.torch7` (numbers, strings, tables and numeric
+  tensors only).
 
 Every mismatch is one :class:`cgmbench.errors.CgmbenchError` naming the file and the key.
 """
@@ -40,6 +44,7 @@ __all__ = [
     "load_stage1_generator",
     "load_stage2_generator",
     "load_char_cnn_rnn_embeddings",
+    "load_char_cnn_rnn_t7",
 ]
 
 _STAGE1_PREFIX = "STAGE1_G."
@@ -288,3 +293,35 @@ def load_char_cnn_rnn_embeddings(path: str | os.PathLike, text_dim: int = 1024) 
                             f"expected float (num_images, captions_per_image, {text_dim})")
     arr = arr.astype(np.float32, copy=False)
     return arr[:, None, :] if arr.ndim == 2 else arr
+
+
+def load_char_cnn_rnn_t7(path: str | os.PathLike, text_dim: int = 1024) -> tuple[np.ndarray, list[str] | None]:
+    """Read char-CNN-RNN embeddings from a Torch7 ``.t7`` file: ``(float32 (N, text_dim), captions or None)``.
+
+    Accepted layouts: ``get_embedding.lua``'s table ``{raw_txt = {str...}, fea_txt = {Tensor(1, text_dim)...}}``
+    (captions returned, one per embedding) or a bare tensor ``(..., text_dim)`` (rows flattened; no captions).
+    """
+    from baselines.stackgan.torch7 import lua_list, read_t7
+
+    obj = read_t7(path)
+    path = os.fspath(path)
+    captions = None
+    if isinstance(obj, dict):
+        if "fea_txt" not in obj:
+            raise CgmbenchError(f"{path} holds a table with keys {sorted(map(str, obj))[:5]}, not get_embedding.lua's "
+                                "{raw_txt, fea_txt}", "pass the .t7 file written by StackGAN's demo/get_embedding.lua")
+        rows = [np.asarray(t) for t in lua_list(obj["fea_txt"], f"{path}: fea_txt")]
+        if any(not isinstance(r, np.ndarray) or r.dtype.kind != "f" or r.size != text_dim for r in rows):
+            raise CgmbenchError(f"{path}: fea_txt must hold float tensors of {text_dim} values each")
+        arr = np.stack([r.reshape(text_dim) for r in rows]) if rows else np.zeros((0, text_dim))
+        if "raw_txt" in obj:
+            captions = lua_list(obj["raw_txt"], f"{path}: raw_txt")
+            if len(captions) != len(arr) or not all(isinstance(c, str) for c in captions):
+                raise CgmbenchError(f"{path}: raw_txt holds {len(captions)} entries for {len(arr)} embeddings",
+                                    "raw_txt must list one caption string per fea_txt tensor")
+    elif isinstance(obj, np.ndarray) and obj.dtype.kind == "f" and obj.ndim >= 1 and obj.shape[-1] == text_dim:
+        arr = obj.reshape(-1, text_dim)
+    else:
+        what = f"a {obj.dtype} tensor of shape {obj.shape}" if isinstance(obj, np.ndarray) else type(obj).__name__
+        raise CgmbenchError(f"{path} holds {what}", f"expected char-CNN-RNN embeddings (..., {text_dim})")
+    return arr.astype(np.float32), captions

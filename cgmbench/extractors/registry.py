@@ -1,7 +1,8 @@
 """Feature extractors by name: ``get_extractor("inception-v3", weights_path=None, protocol="tf-exact")``.
 
 :data:`EXTRACTORS` maps a name to a factory ``(weights_path=None, **options) -> FeatureExtractor``.
-Registered: ``inception-v3`` (the FID Inception), ``shapes-cnn`` and ``shapes-clip`` (trained by
+Registered: ``inception-v3`` (the FID Inception), ``inception-v3-cub-finetuned`` (StackGAN's CUB
+IS classifier), ``shapes-cnn`` and ``shapes-clip`` (trained by
 cgmbench on the shapes world, shipped), ``clip-vit-b-32``, ``clip-vit-l-14`` and
 ``clip-vit-l-14-336`` (open_clip, OpenAI weights). Others register with :func:`register_extractor`.
 """
@@ -53,6 +54,16 @@ def get_extractor(name: str, weights_path: str | os.PathLike | None = None, **op
 
 
 register_extractor("inception-v3", FIDInceptionV3)
+
+
+def _cub_inception(weights_path=None, **options):
+    from cgmbench.extractors.inception_cub import CUBInceptionV3  # its own file; imported when asked for
+
+    options.pop("protocol", None)  # its preprocessing is StackGAN's, whatever the task's protocol
+    return CUBInceptionV3(weights_path=weights_path, **options)
+
+
+register_extractor("inception-v3-cub-finetuned", _cub_inception)
 register_extractor("shapes-cnn", ShapesCNNExtractor)
 register_extractor("shapes-clip", ShapesCLIPExtractor)
 for _name, _factory in CLIP_FACTORIES.items():

@@ -182,8 +182,9 @@ def extract_samples(extractor, store: SampleStore, n: int, batch_size: int, want
             arr = arr.reshape(-1, *arr.shape[2:])
         images = torch.from_numpy(np.ascontiguousarray(arr))
         if want_logits and hasattr(extractor, "extract"):
-            out = extractor.extract(images, outputs=("pool3", "logits_unbiased"), batch_size=batch_size)
-            feats, lg = out["pool3"], out["logits_unbiased"]
+            key = getattr(extractor, "is_logits_output", "logits_unbiased")  # the logits the IS softmax reads
+            out = extractor.extract(images, outputs=("pool3", key), batch_size=batch_size)
+            feats, lg = out["pool3"], out[key]
         else:
             feats = extractor(images, batch_size=batch_size)
             lg = extractor.logits(images, batch_size=batch_size) if want_logits else None
@@ -534,6 +535,7 @@ def compute_metrics(task, source: Source, store: SampleStore, n: int, options: H
     from cgmbench.scoring.resize import for_scoring
 
     opts = options or HarnessOptions()
+    run_knobs = dict((getattr(store, "config", None) or {}).get("knobs") or {})  # what the samples were made with
     store = for_scoring(store, task)  # native-resolution samples resized by the run's protocol (scoring/resize.py)
     settings = task.metric_settings
     names = list(settings.compute)
@@ -565,15 +567,38 @@ def compute_metrics(task, source: Source, store: SampleStore, n: int, options: H
 
     # -- main extractor: fid, kid, is, precision_recall (one pass) -----------------------------
     wanted = in_group("features", names)
+    is_name = settings.is_extractor
+    if "is" in wanted and is_name and is_name != settings.extractor:  # IS with its own classifier (one more pass)
+        wanted = [m for m in wanted if m != "is"]
+        try:
+            classifier = load_extractor(is_name, protocol, None, opts.device)
+            logits = extract_samples(classifier, store, n, opts.batch_size, want_logits=True)
+            metrics["is"] = {**is_entry(logits, opts.seed),
+                             **provenance(classifier, protocol, None, "Inception Score, torch-fidelity splits"),
+                             "reference_stats_sha256": None}
+        except IntegrityError:
+            raise
+        except (ValueError, CgmbenchError) as error:
+            pending["is"] = str(_as_user_error(error))
     if wanted:
         name = settings.extractor
+        fid_protocol = None
+        if "fid" in wanted and task.metrics.get("fid_protocol"):
+            from cgmbench.metrics.fid_protocols import get_fid_protocol
+
+            fid_protocol = get_fid_protocol(task.metrics["fid_protocol"])
+        augmentation = fid_protocol.reference_augmentation if fid_protocol else "none"
         try:
             extractor = load_extractor(name, protocol, opts.extractor_weights, opts.device)
             sample = extract_samples(extractor, store, n, opts.batch_size, want_logits="is" in wanted)
-            ref = None
-            if any(m != "is" for m in wanted):
+            ref = fid_ref = None
+            if any(m not in ("is", "fid") for m in wanted) or ("fid" in wanted and augmentation == "none"):
                 ref = reference_stats(task, extractor, protocol, batch_size=opts.batch_size,
                                       max_images=opts.max_reference, log=opts.log)
+            fid_ref = ref
+            if "fid" in wanted and augmentation != "none":  # the FID protocol's own reference set
+                fid_ref = reference_stats(task, extractor, protocol, batch_size=opts.batch_size,
+                                          max_images=opts.max_reference, log=opts.log, augmentation=augmentation)
         except IntegrityError:
             raise
         except CgmbenchError as error:
@@ -583,9 +608,15 @@ def compute_metrics(task, source: Source, store: SampleStore, n: int, options: H
             for m in wanted:
                 try:
                     if m == "fid":
-                        entry = fid_entry(sample, ref, opts.seed)
+                        entry = fid_entry(sample, fid_ref, opts.seed)
                         method = ("Fréchet distance of float64 moments (symmetric eigen method); ci95: bootstrap "
                                   "over sample rows, bias re-centred")
+                        if fid_protocol is not None:
+                            from cgmbench.metrics.fid_protocols import protocol_deviations
+
+                            deviations = protocol_deviations(fid_protocol, run_knobs, protocol)
+                            entry.update(fid_protocol=fid_protocol.to_dict(), deviations=deviations,
+                                         comparable=not deviations)
                     elif m == "kid":
                         entry, method = kid_entry(sample, ref), "unbiased polynomial MMD^2, torch-fidelity subsets"
                     elif m == "is":
@@ -600,7 +631,8 @@ def compute_metrics(task, source: Source, store: SampleStore, n: int, options: H
                     continue
                 for note in entry.get("warnings", []):
                     opts.log(f"cgmbench: warning: {m}: {note}")
-                metrics[m] = {**entry, **provenance(extractor, protocol, ref if m != "is" else None, method)}
+                used_ref = fid_ref if m == "fid" else ref if m != "is" else None
+                metrics[m] = {**entry, **provenance(extractor, protocol, used_ref, method)}
                 if m == "is":
                     metrics[m]["reference_stats_sha256"] = None
 

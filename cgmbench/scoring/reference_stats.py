@@ -336,13 +336,22 @@ def reference_images(task, batch_size: int = 256, max_images: int | None = None,
 
 def reference_stats(task, extractor, protocol: str, max_features: int = MAX_FEATURES, batch_size: int = 256,
                     max_images: int | None = None, log: Callable[[str], None] | None = None,
-                    use_cache: bool = True) -> ReferenceStats:
-    """Reference statistics of ``task`` under ``extractor``/``protocol``: from the cache, or computed and cached."""
+                    use_cache: bool = True, augmentation: str = "none") -> ReferenceStats:
+    """Reference statistics of ``task`` under ``extractor``/``protocol``: from the cache, or computed and cached.
+
+    ``augmentation`` (a named FID protocol's reference set, :mod:`cgmbench.metrics.fid_protocols`): ``"hflip"``
+    adds the horizontal mirror image of every reference image (n doubles); it is part of the cache key."""
+    from cgmbench.metrics.fid_protocols import augment_references
+
     batch = task.reference.get("batch")
     if isinstance(batch, str) and batch.endswith(".npz"):
+        if augmentation != "none":
+            raise CgmbenchError(f"task {task.name}: an ADM reference batch holds fixed statistics; it cannot be "
+                                f"augmented ({augmentation})")
         return adm_reference_stats(task, extractor, protocol, max_features=max_features, batch_size=batch_size)
     refs = reference_images(task, batch_size=batch_size, max_images=max_images)
-    key = stats_key(refs.digest, extractor.name, extractor.weights_sha256, protocol, refs.resolution, max_features,
+    digest = refs.digest if augmentation == "none" else f"{refs.digest}+{augmentation}"  # old keys unchanged
+    key = stats_key(digest, extractor.name, extractor.weights_sha256, protocol, refs.resolution, max_features,
                     _extractor_record(extractor))
     if use_cache:
         cached = load_or_discard(key, log)
@@ -350,9 +359,10 @@ def reference_stats(task, extractor, protocol: str, max_features: int = MAX_FEAT
             return cached
     if log:
         log(f"computing reference statistics of {task.name} ({refs.count} images, {extractor.name}, {protocol})")
-    mu, sigma, n, feats = stats_from_features(iter_feature_batches(extractor, refs.batches(), batch_size),
-                                              max_features)
-    meta = {"reference": refs.description, "images_sha256": refs.digest, "extractor": extractor.name,
+    batches = (augment_references(b, augmentation) for b in refs.batches())
+    mu, sigma, n, feats = stats_from_features(iter_feature_batches(extractor, batches, batch_size), max_features)
+    description = refs.description if augmentation == "none" else {**refs.description, "augmentation": augmentation}
+    meta = {"reference": description, "images_sha256": refs.digest, "extractor": extractor.name,
             "weights_sha256": extractor.weights_sha256, "official_weights": bool(extractor.is_official_weights),
             "protocol": protocol, "resolution": refs.resolution, "max_features": max_features,
             "feature_dim": int(mu.shape[0])}

@@ -115,8 +115,13 @@ def load_video_extractor(name: str, device: str = "cpu"):
 
         path, _ = weights.resolve("i3d-pt400")
         return I3DPt400(path).to(device)
+    if name == "videomae_v2_g_ssv2":
+        from cgmbench.extractors.videomae import VideoMAEv2Extractor
+
+        path, _ = weights.resolve("videomae-v2-g-ssv2")
+        return VideoMAEv2Extractor(path).to(device)
     raise CgmbenchError(f"the {name} video extractor is not available in this version",
-                        "use the styleganv_fvd2048_16f or tats_fvd2048 protocol")
+                        "use the styleganv_fvd2048_16f, tats_fvd2048 or cdfvd_videomae protocol")
 
 
 # ------------------------------------------------------------------------------------------- real videos

@@ -7,8 +7,8 @@ trainlist0K.txt, testlist0K.txt}``. Most video-generation code (StyleGAN-V, Latt
 
 * ``path`` (default ``${CGMBENCH_DATA}/ucf101``) holds ``UCF-101/`` (or the class folders directly) and,
   optionally, ``ucfTrainTestlist/``;
-* a video is ``<Class>/<name>.avi`` (decoded with PyAV, ``pip install av``) or a folder ``<Class>/<name>/`` of
-  frame images in sorted file-name order;
+* a video is ``<Class>/<name>.avi`` or ``.mp4`` (decoded with PyAV: ``pip install 'cgmbench[video]'``) or a
+  folder ``<Class>/<name>/`` of frame images in sorted file-name order;
 * ``split``: ``"all"`` (train + test, StyleGAN-V's and DIGAN's real set; the default), ``"train"`` or ``"test"``
   (``trainlist0K`` / ``testlist0K`` of ``split_index`` K, default 1); without the list folder only ``"all"`` works,
   in sorted class / file order;
@@ -198,7 +198,8 @@ def _read_video_file(path: Path) -> list[np.ndarray]:
         import av  # noqa: F401
     except ImportError:
         raise CgmbenchError(f"cannot read {path}: {path.suffix} videos need PyAV, which is not installed",
-                            "pip install av, or convert the videos to frame folders <Class>/<video>/*.png") from None
+                            "pip install 'cgmbench[video]' (PyAV), or convert the videos to frame folders "
+                            "<Class>/<video>/*.png") from None
     import av
 
     try:

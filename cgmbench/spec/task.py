@@ -67,6 +67,8 @@ METRIC_KEYS = ("compute", "protocol", "extractor", "clip_extractor")
 METRIC_KEYS = METRIC_KEYS + ("r_precision",)  # issue 13: the [metrics.r_precision] protocol table (r_precision_entry)
 
 METRIC_KEYS += ("fvd_protocol",)  # issue 16 (video): the FVD protocol preset (cgmbench.metrics.fvd)
+# issue 13: the FID protocol of the GAN papers (cgmbench.metrics.fid_protocols) and IS's own classifier
+METRIC_KEYS += ("fid_protocol", "is_extractor")
 
 
 @dataclass(frozen=True)
@@ -84,13 +86,16 @@ class MetricSettings:
     clip_extractor: str | None = None
     #: whether the task named its extractor (the CLIP default depends on it)
     extractor_given: bool = False
+    #: the classifier of the Inception Score when it is not ``extractor`` (CUB: ``inception-v3-cub-finetuned``)
+    is_extractor: str | None = None
 
     @classmethod
     def from_table(cls, table: dict) -> "MetricSettings":
         return cls(compute=tuple(table.get("compute", ())), protocol=str(table.get("protocol", "clean")),
                    extractor=str(table.get("extractor", "inception-v3")),
                    clip_extractor=str(table["clip_extractor"]) if table.get("clip_extractor") else None,
-                   extractor_given="extractor" in table)
+                   extractor_given="extractor" in table,
+                   is_extractor=str(table["is_extractor"]) if table.get("is_extractor") else None)
 
 
 @dataclass(frozen=True)
@@ -256,9 +261,15 @@ def validate_task_dict(data: dict, where: str = "<dict>") -> TaskSpec:
     if unknown_keys:
         raise CgmbenchError(f"task spec {where} [metrics]: unknown key(s) {unknown_keys}",
                             f"[metrics] holds: {', '.join(METRIC_KEYS)}")
-    for key in ("protocol", "extractor", "clip_extractor", "fvd_protocol"):
+    for key in ("protocol", "extractor", "clip_extractor", "fvd_protocol", "fid_protocol", "is_extractor"):
         if key in metrics and not isinstance(metrics[key], str):
             raise CgmbenchError(f"task spec {where} [metrics]: {key} must be a string")
+    if "fid_protocol" in metrics:
+        from cgmbench.metrics.fid_protocols import FID_PROTOCOLS
+
+        if metrics["fid_protocol"] not in FID_PROTOCOLS:
+            raise CgmbenchError(f"task spec {where} [metrics]: unknown fid_protocol {metrics['fid_protocol']!r}",
+                                f"known: {', '.join(sorted(FID_PROTOCOLS))}")
     known = known_metrics()
     bad = [m for m in compute if m not in known]
     if bad:

@@ -19,7 +19,7 @@ from cgmbench.models.registry import register_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
-from inception_helpers import random_fid_inception_state_dict  # noqa: E402
+from inception_helpers import random_fid_inception_state_dict, write_cub_inception_safetensors  # noqa: E402
 from test_gan_t2i_source import make_birds  # noqa: E402
 
 import baselines.attngan.weights  # noqa: E402,F401  (the family's entries, as its entry point would load them)
@@ -60,6 +60,8 @@ def test_tiny_official_files_run_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("CGMBENCH_DATA", str(tmp_path / "data"))
     inception = tmp_path / "inception.pth"
     torch.save(random_fid_inception_state_dict(seed=3), inception)
+    # the CUB IS classifier, converted (official TF names, random weights), where the registry expects it
+    write_cub_inception_safetensors(weights / "inception_v3_cub_finetuned.safetensors", seed=5)
     rec = cgmbench.run("cub200-t2i", "attngan", num_samples=6, out=str(tmp_path / "run"), batch_size=3)
     assert "r_precision" in rec["metrics"] and any(p.startswith("fid:") for p in rec["metrics_pending"])
     # offline there is no Inception file: score the run with the test's (random, FID-layout) Inception weights,
@@ -74,6 +76,8 @@ def test_tiny_official_files_run_end_to_end(tmp_path, monkeypatch):
     for name in ("is", "fid", "r_precision"):
         lo, hi = m[name]["ci95"]
         assert lo <= m[name]["value"] <= hi or name == "fid"
+    assert m["is"]["extractor"] == "inception-v3-cub-finetuned" and m["fid"]["extractor"] == "inception-v3"
+    assert m["fid"]["fid_protocol"]["name"] == "dmgan" and m["fid"]["comparable"] is True
     rp = m["r_precision"]
     assert rp["protocol"] == "dmgan" and rp["extractor"] == "damsm-bird" and rp["num_negatives"] == 29
     assert rp["bank_size"] == 30 and 0.0 <= rp["value"] <= 100.0

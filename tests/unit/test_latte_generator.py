@@ -144,3 +144,21 @@ def test_noise_is_official_layout_per_step(tmp_path):
     assert torch.equal(a, b)
     d = gen.generate(c, [3, 4], sampler="ddim")
     assert not np.array_equal(a.numpy(), d.numpy())
+
+
+def test_text_reaches_the_samples_and_guidance_changes_them(tmp_path):
+    """Same seed, other caption -> other video; the empty (unconditional) prompt is not the caption; w matters."""
+    torch.manual_seed(0)
+    model, text = build_latte(CONFIG)
+    _randomize(model, 1)  # the word encoder keeps its initialisation, as the tiny recipe's frozen one
+    gen = LatteGenerator(model, IdentityDecoder(), 16, CheckpointInfo("t", None, None, "test"), text_encoder=text,
+                         knob_defaults=CONFIG["defaults"])
+    seeds = [5, 5]
+    out = gen.generate(_cond("text->video", texts=["a red circle moving left", "a blue square moving up"]), seeds)
+    assert not torch.equal(out[0], out[1])  # the caption reaches the video (the noise is the same)
+    cond, uncond = gen._condition_kwargs(_cond("text->video", texts=["a red circle moving left"]), 1)
+    assert (cond["text_embedding"] - uncond["text_embedding"]).abs().mean() > 0.05
+    prompt = _cond("text->video", texts=["a red circle moving left"])
+    w1 = gen.generate(prompt, [5], guidance_scale=1.0)
+    w4 = gen.generate(prompt, [5], guidance_scale=4.0)
+    assert not torch.equal(w1, w4)  # guidance is applied: the unconditional pass is not the conditional one
