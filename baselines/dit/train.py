@@ -80,7 +80,9 @@ class DiTTrainConfig:
 
 #: recipe per (config, task); tasks not listed use the "tiny" defaults
 TRAIN_CONFIGS: dict[tuple[str, str], DiTTrainConfig] = {
-    ("tiny", "shapes-cc"): DiTTrainConfig(steps=5000, lr_schedule="cosine"),
+    # measured 2026-12-02: 5,000 steps with lr_schedule="cosine" gave judge 0.17/0.22/0.25 at w=1/2/4 (N=192), below
+    # the shipped 6,000 constant-rate steps (0.375 at w=4), so the shipped recipe stays constant
+    ("tiny", "shapes-cc"): DiTTrainConfig(steps=6000),
     ("tiny", "digits-cc"): DiTTrainConfig(steps=2000),
 }
 
