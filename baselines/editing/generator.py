@@ -191,3 +191,38 @@ class LatentBlendInpaintGenerator(_LatentEditor):
         Knob("paste_background", "on", "replace the decoded pixels outside the mask by the source's", kind="choice",
              choices=("on", "off")),
     )
+
+    @classmethod
+    def variants(cls) -> dict[str, str]:
+        from baselines.editing.sd_inpaint import ConcatInpaintGenerator
+
+        return {**super().variants(), **ConcatInpaintGenerator.variants()}
+
+    @classmethod
+    def load(cls, task, variant=None, checkpoint=None, device="cpu") -> "Generator":
+        """Latent blending on an ldm checkpoint, or the concatenated-input (9-channel layout) inpainter
+        (:mod:`baselines.editing.sd_inpaint`) for its variants and for files in its layout."""
+        from baselines.editing.sd_inpaint import ConcatInpaintGenerator
+
+        if variant in ConcatInpaintGenerator.variants() or (checkpoint is not None and _is_concat_file(checkpoint)):
+            return ConcatInpaintGenerator.load(task, variant=variant, checkpoint=checkpoint, device=device)
+        return super().load(task, variant=variant, checkpoint=checkpoint, device=device)
+
+    @classmethod
+    def train(cls, task, **kw):
+        """``cgmbench train --model inpaint``: the tiny 9-channel-layout recipe
+        (:meth:`baselines.editing.sd_inpaint.ConcatInpaintGenerator.train`)."""
+        from baselines.editing.sd_inpaint import ConcatInpaintGenerator
+
+        return ConcatInpaintGenerator.train(task, **kw)
+
+
+def _is_concat_file(checkpoint) -> bool:
+    """A cgmbench 9-channel-layout inpaint file (``model = "inpaint"`` in its metadata)."""
+    from pathlib import Path
+
+    from baselines.common.shipped import _is_cgmbench_file, read_shipped
+
+    path = Path(checkpoint)
+    return path.is_file() and path.suffix == ".safetensors" and _is_cgmbench_file(path) and \
+        read_shipped(path)[1].get("model") == "inpaint"
