@@ -57,6 +57,7 @@ def _model(tmp_path, **kw):
                                                 unet_config=_tiny_unet(9), vae_config=TINY_VAE, resolution=32)
 
 
+@pytest.mark.slow
 def test_official_layout_end_to_end(tmp_path, task_and_conditions):
     _, cond = task_and_conditions
     model = _model(tmp_path)
