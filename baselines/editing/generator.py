@@ -1,7 +1,8 @@
 """``sdedit`` and ``inpaint``: training-free editing with a latent-diffusion text-to-image model.
 
 Both wrap an :class:`baselines.ldm.generator.LDMGenerator` (default checkpoint: the shipped
-``ldm:shapes-t2i-tiny``, 32x32; ``--model sdedit:<ldm checkpoint>`` picks another ldm one) and never train:
+``ldm:shapes-t2i-tiny``, 32x32; ``--model sdedit:<ldm checkpoint>`` picks another ldm one; ``sdedit:sd3-<sd3
+checkpoint>`` is SDEdit on SD3 rectified flow, :mod:`baselines.editing.sdedit_flow`) and never train:
 
 * ``sdedit`` (Meng et al. 2022, SDEdit): encode the source image, noise it to ``strength`` and denoise with the
   target prompt (:func:`baselines.editing.sampling.edit_ddim`, the diffusers ``strength`` convention). The mask
@@ -156,11 +157,27 @@ class _LatentEditor(Generator):
 
 
 class SDEditGenerator(_LatentEditor):
-    """SDEdit on a latent-diffusion text-to-image model (see the module docstring)."""
+    """SDEdit on a latent-diffusion text-to-image model (see the module docstring); ``sdedit:sd3-<checkpoint>`` is
+    SDEdit on an SD3 rectified-flow model (:class:`baselines.editing.sdedit_flow.FlowSDEditGenerator`)."""
 
     default_name = "sdedit"
-    description = "SDEdit (training-free): noise the source latent to `strength`, denoise with the target prompt"
+    description = ("SDEdit (training-free): noise the source latent to `strength`, denoise with the target prompt "
+                   "(ldm; sdedit:sd3-* on SD3 rectified flow)")
     knobs = _common_knobs(0.4)  # the best edit success of the shapes-edit sweep (docs)
+
+    @classmethod
+    def variants(cls) -> dict[str, str]:
+        from baselines.editing.sdedit_flow import FlowSDEditGenerator
+
+        return {**super().variants(), **FlowSDEditGenerator.variants()}
+
+    @classmethod
+    def load(cls, task, variant=None, checkpoint=None, device="cpu") -> "Generator":
+        from baselines.editing.sdedit_flow import PREFIX, FlowSDEditGenerator
+
+        if variant is not None and variant.startswith(PREFIX):
+            return FlowSDEditGenerator.load(task, variant=variant, checkpoint=checkpoint, device=device)
+        return super().load(task, variant=variant, checkpoint=checkpoint, device=device)
 
 
 class LatentBlendInpaintGenerator(_LatentEditor):
@@ -174,3 +191,38 @@ class LatentBlendInpaintGenerator(_LatentEditor):
         Knob("paste_background", "on", "replace the decoded pixels outside the mask by the source's", kind="choice",
              choices=("on", "off")),
     )
+
+    @classmethod
+    def variants(cls) -> dict[str, str]:
+        from baselines.editing.sd_inpaint import ConcatInpaintGenerator
+
+        return {**super().variants(), **ConcatInpaintGenerator.variants()}
+
+    @classmethod
+    def load(cls, task, variant=None, checkpoint=None, device="cpu") -> "Generator":
+        """Latent blending on an ldm checkpoint, or the concatenated-input (9-channel layout) inpainter
+        (:mod:`baselines.editing.sd_inpaint`) for its variants and for files in its layout."""
+        from baselines.editing.sd_inpaint import ConcatInpaintGenerator
+
+        if variant in ConcatInpaintGenerator.variants() or (checkpoint is not None and _is_concat_file(checkpoint)):
+            return ConcatInpaintGenerator.load(task, variant=variant, checkpoint=checkpoint, device=device)
+        return super().load(task, variant=variant, checkpoint=checkpoint, device=device)
+
+    @classmethod
+    def train(cls, task, **kw):
+        """``cgmbench train --model inpaint``: the tiny 9-channel-layout recipe
+        (:meth:`baselines.editing.sd_inpaint.ConcatInpaintGenerator.train`)."""
+        from baselines.editing.sd_inpaint import ConcatInpaintGenerator
+
+        return ConcatInpaintGenerator.train(task, **kw)
+
+
+def _is_concat_file(checkpoint) -> bool:
+    """A cgmbench 9-channel-layout inpaint file (``model = "inpaint"`` in its metadata)."""
+    from pathlib import Path
+
+    from baselines.common.shipped import _is_cgmbench_file, read_shipped
+
+    path = Path(checkpoint)
+    return path.is_file() and path.suffix == ".safetensors" and _is_cgmbench_file(path) and \
+        read_shipped(path)[1].get("model") == "inpaint"

@@ -217,7 +217,7 @@ class InstructPix2PixGenerator(Generator):
         unet.load_state_dict(sd)
         text = copy.deepcopy(base.text_encoder).train()
 
-        source = ShapesSource(task, {}, split="train")
+        source = ShapesSource(task, {"edit_types": W.LEGACY_EDIT_MIX}, split="train")  # the shipped file's data
         src_imgs, tgt_imgs, texts = [], [], []
         for i in range(tc["items"]):
             it = source.item(i)

@@ -16,6 +16,14 @@ target level with the same ``eps`` (``sqrt(a_prev) z0 + sqrt(1 - a_prev) eps``),
 ``z0`` itself, so only the masked region is generated, in context.
 
 Randomness: ``eps`` and every step's noise come from the sample's own ``torch.Generator``.
+
+**Rectified flow** (:func:`edit_flow`, SD3; the diffusers ``StableDiffusion3Img2ImgPipeline.get_timesteps``
+convention, which differs from the img2img one above): with ``N`` steps, ``t_start = int(max(N - N s, 0))``, so
+``ceil(N s)`` steps run where SD 1.x img2img runs ``floor(N s)`` (``N = 20, s = 0.33``: 7 against 6; any ``s > 0``
+runs at least one); the source ``x0`` is mixed at ``sigma = sigmas[t_start]`` of the shared schedule
+(:func:`cgmbench.diffusion.get_sigmas`), ``x = (1 - sigma) x0 + sigma eps`` (``scale_noise``), and the flow sampler
+runs ``sigmas[t_start:]``. ``sigma`` is the schedule value nearest below ``s`` (equal to ``s`` only on the grid);
+``s = 1`` starts from ``eps`` itself (plain text-to-image sampling), ``s = 0`` returns ``x0``.
 """
 
 from __future__ import annotations
@@ -69,3 +77,24 @@ def edit_ddim(apply_model: Callable, alphas_cumprod: torch.Tensor, z0: torch.Ten
     if keep is not None:
         x = keep * z0 + (1.0 - keep) * x
     return x, {"steps_run": k, "start_t": int(sampler.ddim_timesteps[k - 1])}
+
+
+def flow_start_index(num_steps: int, strength: float) -> int:
+    """``t_start`` of the flow edit (diffusers SD3 img2img): ``int(max(N - N * strength, 0))``."""
+    return int(max(num_steps - num_steps * strength, 0))
+
+
+@torch.no_grad()
+def edit_flow(sampler: Callable, denoiser: Callable, x0: torch.Tensor, sigmas: torch.Tensor, eps: torch.Tensor,
+              strength: float, extra_args: dict | None = None) -> tuple[torch.Tensor, dict]:
+    """Edited samples and ``{"steps_run", "start_sigma"}``: ``x0`` mixed with ``eps`` at ``sigmas[t_start]``, then
+    ``sampler(denoiser, x, sigmas[t_start:], extra_args)`` (:func:`cgmbench.diffusion.sample_euler` or
+    :func:`~cgmbench.diffusion.sample_dpmpp_2m`). ``sigmas``: the ``N + 1`` values of the full schedule."""
+    n = len(sigmas) - 1
+    start = flow_start_index(n, strength)
+    if start >= n:
+        return x0.clone(), {"steps_run": 0, "start_sigma": None}
+    sigma = sigmas[start].to(x0)
+    x = (1.0 - sigma) * x0 + sigma * eps
+    return sampler(denoiser, x, sigmas[start:], extra_args=extra_args), {"steps_run": n - start,
+                                                                          "start_sigma": float(sigma)}

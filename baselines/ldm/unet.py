@@ -352,7 +352,13 @@ class FeedForward(nn.Module):
 class CrossAttention(nn.Module):
     """Multi-head attention of tokens ``x`` (B, N, query_dim) over ``context`` (B, L, context_dim);
     ``context=None`` makes it self-attention. ``to_q/to_k/to_v`` have no bias; ``to_out`` =
-    (Linear, Dropout). Scale 1/√dim_head."""
+    (Linear, Dropout). Scale 1/√dim_head.
+
+    ``processor``: when set, ``processor(self, x, context)`` computes the layer instead of the built-in
+    scaled-dot-product attention (an attention processor in the diffusers sense; prompt-to-prompt's attention
+    control, :mod:`baselines.editing.attention_control`, installs one per layer). None (default): built-in."""
+
+    processor = None
 
     def __init__(self, query_dim, context_dim=None, heads=8, dim_head=64, dropout=0.0):
         super().__init__()
@@ -367,6 +373,8 @@ class CrossAttention(nn.Module):
         self.to_out = nn.Sequential(nn.Linear(inner_dim, query_dim), nn.Dropout(dropout))
 
     def forward(self, x, context=None):
+        if self.processor is not None:
+            return self.processor(self, x, context)
         context = x if context is None else context
         b = x.shape[0]
         q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)

@@ -159,6 +159,50 @@ class DDIMSampler:
                 intermediates["pred_x0"].append(pred_x0)
         return x, intermediates
 
+    @torch.no_grad()
+    def invert(
+        self,
+        x0: torch.Tensor,
+        S: int,
+        conditioning: Any = None,
+        unconditional_guidance_scale: float = 1.0,
+        unconditional_conditioning: Any = None,
+        ddim_discretize: str = "uniform",
+    ) -> list[torch.Tensor]:
+        """Deterministic DDIM inversion of the clean latents ``x0``: the ``S``-step schedule run upwards.
+
+        Returns ``len(ddim_timesteps) + 1`` latents: ``[x0, x_1, ..., x_T]`` where ``x_{i+1}`` sits at the noise
+        level ``ddim_alphas[i]`` (timestep ``ddim_timesteps[i]``) and ``x0`` at ``ddim_alphas_prev[0]`` (the level
+        the sampler ends at). Step ``i`` is the exact inverse of :meth:`sample`'s step at ``index = i`` (``eta =
+        0``) except that ``eps`` is evaluated at the *current* latent with the target timestep
+        ``ddim_timesteps[i]`` (the usual approximation of DDIM inversion, as null-text inversion's ``ddim_loop``):
+        ``x0_hat = (x - sqrt(1 - a_cur) e) / sqrt(a_cur)``, ``x_next = sqrt(a_next) x0_hat + sqrt(1 - a_next) e``.
+        So ``sample(S, x_T=invert(...)[-1])`` with the same conditioning returns approximately ``x0``;
+        ``inverted[index]`` is where the sampler should be after its step at ``index``.
+        Guidance as :meth:`sample` (null-text inversion inverts with ``w = 1``).
+        """
+        self.make_schedule(S, ddim_discretize=ddim_discretize, ddim_eta=0.0)
+        guided = unconditional_conditioning is not None and unconditional_guidance_scale != 1.0
+        b = x0.shape[0]
+        x = x0
+        out = [x0]
+        for i, step in enumerate(self.ddim_timesteps):
+            t = torch.full((b,), int(step), dtype=torch.int64, device=x.device)
+            if guided:
+                e_u, e_c = self.apply_model(
+                    torch.cat([x, x]), torch.cat([t, t]), _cat_conditioning(unconditional_conditioning, conditioning)
+                ).chunk(2)
+                e_t = e_u + unconditional_guidance_scale * (e_c - e_u)
+            else:
+                e_t = self.apply_model(x, t, conditioning)
+            e_t = e_t.float()
+            a_cur = float(self.ddim_alphas_prev[i])
+            a_next = float(self.ddim_alphas[i])
+            pred_x0 = (x - (1.0 - a_cur) ** 0.5 * e_t) / a_cur ** 0.5
+            x = a_next ** 0.5 * pred_x0 + (1.0 - a_next) ** 0.5 * e_t
+            out.append(x)
+        return out
+
     def _step(self, x, e_t, index, noise, temperature):
         """``x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma^2) e + sigma noise``, float32 scalars."""
         b = x.shape[0]

@@ -297,7 +297,7 @@ def _random_image(rng: np.random.Generator):
     elif kind == 2:
         scene = W.random_scene(rng, res)
     elif kind in (3, 4):
-        source, _, target = W.random_edit(rng, res)
+        source, _, target = W.random_edit(rng, res, types=W.LEGACY_EDIT_MIX)  # the shipped extractors' data
         scene = source if kind == 3 else target
     else:
         frames = 8

@@ -33,7 +33,9 @@ is comparable with PIE-Bench's *protocol* but not its numbers (recorded as ``net
 every other object is unchanged, nothing extra), per edit and by edit type.
 
 ``clip_direction_shapes_clip``: ``cos(I1 - I0, T1 - T0)`` (:mod:`cgmbench.metrics.clip_direction`) with the
-shipped ``shapes-clip`` extractor (its ``clean`` protocol), captions from the source's ``edit_captions``.
+shipped ``shapes-clip`` extractor (its ``clean`` protocol), captions from the source's ``edit_captions`` (the scene's
+objects before and after). A ``move`` keeps the object list, so its text direction is zero and the similarity
+undefined: such edits are left out and counted (``left_out_same_captions``); a task of moves only has no value.
 
 Sources give per-item edit types with ``edit_types(indices)`` (used for the ``by_category["edit_type"]`` tables
 of ``cgmbench leaderboard --by edit_type``).
@@ -231,22 +233,34 @@ def clip_direction_entry(inputs) -> dict:
     def encode_image(x):  # [0, 1] floats -> the extractor's uint8 input
         return clip((x * 255).round().clamp(0, 255).to(torch.uint8))
 
-    values, types_all = [], []
+    values, types_all, left_out = [], [], 0
     for idx, samples, cond in _batches(inputs):
         if cond.images is None:
             raise CgmbenchError(f"task {inputs.task.name!r} gives no source images")
         t0, t1 = captions(idx)
-        score = clip_direction_similarity(torch.as_tensor(cond.images), torch.as_tensor(samples), t0, t1,
+        keep = [a != b for a, b in zip(t0, t1)]  # a move keeps the object list: no text direction
+        left_out += keep.count(False)
+        if not any(keep):
+            continue
+        k = torch.as_tensor(keep)
+        score = clip_direction_similarity(torch.as_tensor(cond.images)[k], torch.as_tensor(samples)[k],
+                                          [a for a, ok in zip(t0, keep) if ok], [b for b, ok in zip(t1, keep) if ok],
                                           encode_image=encode_image, encode_text=clip.encode_text,
                                           backbone="shapes-clip")
         values.append(score.values)
         types = _edit_types(source, idx)
         if types is not None:
-            types_all += types
+            types_all += [t for t, ok in zip(types, keep) if ok]
+    if not values:
+        raise CgmbenchError(f"clip_direction is undefined on every edit of {inputs.task.name!r}: the source and "
+                            "target captions are the same (the edits keep the object list)",
+                            "score these edits with edit_success and the background metrics")
     return _entry(np.concatenate(values), types_all or None, inputs.seed, protocol="clean", extractor="shapes-clip",
                   weights_sha256=clip.weights_sha256, reference_stats_sha256=None, backbone="shapes-clip",
+                  left_out_same_captions=left_out,
                   method="CLIP directional similarity cos(I1 - I0, T1 - T0) of L2-normalised shapes-clip "
-                         "embeddings (InstructPix2Pix's sim_direction); 0 when the image did not change; "
+                         "embeddings (InstructPix2Pix's sim_direction); 0 when the image did not change; edits "
+                         "whose source and target captions are equal (moves) are left out and counted; "
                          "ci95: bootstrap over edits")
 
 

@@ -18,13 +18,14 @@ A task's score is the mean over samples, in [0, 1], higher is better.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 from scipy import ndimage
 
 from cgmbench.worlds import shapes as W
 
-JUDGE_VERSION = "shapes-judge/1"
+JUDGE_VERSION = "shapes-judge/2"  # 2: the five edit types of shapes-edit (judge_edit)
 MIN_AREA_FRACTION = 0.2
 HUE_TOLERANCE = 22.0
 POSITION_TOLERANCE = 0.12  # of the canvas side
@@ -175,16 +176,53 @@ def judge_label_map(image: np.ndarray, label_map: np.ndarray, expected: list[dic
 
 
 def judge_edit(image: np.ndarray, spec: dict) -> dict:
+    """Editing (:func:`shapes.random_edit`): ``unchanged`` (every object the edit does not touch is found in
+    place), ``edit`` (the edit is made, per type below), ``no_extra`` (no other object); ``overall`` = all three.
+
+    ``edit``: recolor / swap: the object with its new colour / shape in place (position tolerance as everywhere)
+    and no object of the old colour and shape; add: a new object of the asked colour, shape and size standing in
+    the asked relation to the anchor's place (margin 0.1 of the canvas; the world draws 0.2); remove: no object of
+    that colour and shape; move: the object (colour, shape, size) displaced along the direction by at least half
+    the world's shift and across it by at most the position tolerance. Each detection serves one expectation.
+    """
     res = image.shape[-1]
-    dets = detect(image)
+    unused = detect(image)
     target = spec["target_objects"]
-    out = match_scene(dets, target, res)
-    if spec["type"] == "recolor":
-        out["edit"] = any(d.color == spec["to"] and d.shape == spec["shape"] for d in dets) and not any(
-            d.color == spec["from"] and d.shape == spec["shape"] for d in dets)
+    edited = spec.get("target_index")
+
+    def take(pred) -> bool:
+        for d in unused:
+            if pred(d):
+                unused.remove(d)
+                return True
+        return False
+
+    unchanged = all([take(lambda d, o=o: _matches(d, o, res)) for i, o in enumerate(target) if i != edited])
+    op = spec["type"]
+    if op in ("recolor", "swap"):
+        old = (spec["from"], spec["shape"]) if op == "recolor" else (spec["color"], spec["from_shape"])
+        edit = take(lambda d: _matches(d, target[edited], res)) and not any(
+            (d.color, d.shape) == old for d in unused)
+    elif op == "add":
+        o, anchor = target[edited], SimpleNamespace(**target[spec["anchor"]])
+        edit = take(lambda d: _matches(d, o, res, position=False)
+                    and W.relation_holds(spec["relation"], d, anchor, res))
+    elif op == "remove":
+        edit = not any(d.color == spec["color"] and d.shape == spec["shape"] for d in unused)
+    elif op == "move":
+        ux, uy = W.DIRECTION_VECTORS[spec["direction"]]
+        (fx, fy), shift = spec["from"], W.MOVE_FRACTION * res
+
+        def moved(d) -> bool:
+            dx, dy = d.x - fx, d.y - fy
+            return (_matches(d, target[edited], res, position=False) and dx * ux + dy * uy >= 0.5 * shift
+                    and abs(dx * uy - dy * ux) <= POSITION_TOLERANCE * res)
+
+        edit = take(moved)
     else:
-        out["edit"] = not any(d.color == spec["color"] and d.shape == spec["shape"] for d in dets)
-    out["overall"] = out["objects"] and out["no_extra"] and out["edit"]
+        raise ValueError(f"unknown edit type {op!r}")
+    out = {"unchanged": bool(unchanged), "edit": bool(edit), "no_extra": not unused}
+    out["overall"] = all(out.values())
     return out
 
 

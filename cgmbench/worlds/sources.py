@@ -29,7 +29,9 @@ DEFAULT_SPLIT_SIZE = {"train": 20000, "test": 1000, "heldout": 1000}
 
 
 class ShapesSource(Source):
-    """The shapes world. Parameters: ``size`` (items in the test split), ``style`` for plain renders."""
+    """The shapes world. Parameters: ``size`` (items in the test split), ``style`` for plain renders, and for
+    editing tasks ``edit_types`` (a list of :data:`cgmbench.worlds.shapes.EDIT_TYPES`, default all five, each
+    item's type drawn uniformly; ``"v1"``: the recolor/remove stream of ``shapes-judge/1``)."""
 
     has_judge = True
     has_oracle = True
@@ -43,6 +45,13 @@ class ShapesSource(Source):
         self.size = int(size or DEFAULT_SPLIT_SIZE.get(split, 1000))
         self.style = self.params.get("style", "flat")
         self.res = task.resolution
+        types = self.params.get("edit_types", W.EDIT_TYPES)
+        if types != W.LEGACY_EDIT_MIX:
+            if isinstance(types, str) or not types or any(t not in W.EDIT_TYPES for t in types):
+                raise CgmbenchError(f"shapes edit_types {types!r} must be a non-empty list of {list(W.EDIT_TYPES)} "
+                                    f"(or {W.LEGACY_EDIT_MIX!r})")
+            types = tuple(types)
+        self.edit_types_drawn = types
 
     def __len__(self):
         return self.size
@@ -67,7 +76,7 @@ class ShapesSource(Source):
         if kind in ("paired-translation", "unpaired-translation"):
             return {"scene": W.random_scene(rng, self.res)}
         if kind == "editing":
-            source, spec, target = W.random_edit(rng, self.res)
+            source, spec, target = W.random_edit(rng, self.res, types=self.edit_types_drawn)
             return {"source": source, "spec": spec, "text": spec["caption"], "scene": target}
         spec = W.random_motion_spec(rng, self.res, int(self.task.frames))
         return {"spec": spec, "text": spec["caption"], "scene": W.scene_for_motion(spec, rng, self.res)}
@@ -89,7 +98,7 @@ class ShapesSource(Source):
             c.images = torch.from_numpy(np.stack([W.render(it["scene"], "flat") for it in items]))
         elif kind == "editing":
             c.images = torch.from_numpy(np.stack([W.render(it["source"], "flat") for it in items]))
-            c.masks = torch.from_numpy(np.stack([W.object_mask(it["source"], it["spec"]["index"]) for it in items]))
+            c.masks = torch.from_numpy(np.stack([W.edit_mask(it["source"], it["spec"], it["scene"]) for it in items]))
             c.texts = [it["text"] for it in items]
         return c
 
@@ -148,7 +157,8 @@ class ShapesSource(Source):
     # -- editing metrics (issue 15: cgmbench/metrics/editing.py) ------------------------
 
     def edit_types(self, indices) -> list[str]:
-        """The edit type of each item (``recolor``, ``remove``): the rows of ``--by edit_type`` tables."""
+        """The edit type of each item (``recolor``, ``swap``, ``add``, ``remove``, ``move``): the rows of
+        ``--by edit_type`` tables."""
         if self.task.kind != "editing":
             raise CgmbenchError(f"a {self.task.kind} task has no edit types")
         return [self.item(i)["spec"]["type"] for i in self.wrap(indices)]

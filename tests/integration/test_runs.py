@@ -132,7 +132,7 @@ def test_run_record_fields(tmp_path):
         assert key in rec["environment"]
     assert rec["timings"]["sampling_s"] >= 0
     judge = rec["metrics"]["judge"]
-    assert judge["overall"]["value"] == 1.0 and judge["version"] == "shapes-judge/1"
+    assert judge["overall"]["value"] == 1.0 and judge["version"] == "shapes-judge/2"
     assert rec["metrics_pending"] == [] and {"fid", "clip_score"} <= set(rec["metrics"])
 
 
