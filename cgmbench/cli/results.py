@@ -35,9 +35,11 @@ def register(subparsers) -> None:
 
     lb = subparsers.add_parser(
         "leaderboard", allow_abbrev=False, help="rank recorded runs of a task with confidence intervals",
-        description="Rank the run records of TASK on one metric. Rows whose 95% intervals overlap share a "
-                    "rank band; runs made under different protocols, extractors, weights, reference "
-                    "statistics, judge versions or N are shown in separate groups and never ranked together.")
+        description="Rank the run records of TASK on one metric (named in the caption), with every other metric "
+                    "of the task beside it, each as value [95% interval]; --format csv gives every column, "
+                    "interval columns included. Rows whose 95% intervals overlap share a rank band; runs made "
+                    "under different protocols, extractors, weights, reference statistics, judge versions or N are "
+                    "shown in separate groups and never ranked together.")
     lb.add_argument("--task", required=True)
     lb.add_argument("--runs", action="append", metavar="DIR",
                     help="folder of runs (repeatable; default: the runs folder plus leaderboards/<task>/)")
@@ -58,11 +60,19 @@ def register(subparsers) -> None:
     pp = psub.add_parser("pareto", allow_abbrev=False, help="two metrics of every run of a task, one curve per model",
                          description="Plot metric Y against metric X for the runs of TASK: one curve per model "
                                      "(points labelled by the swept knob), 95% error bars, the Pareto frontier "
-                                     "highlighted. The format follows the extension of --out (.png or .svg).")
+                                     "highlighted. By default x is the task kind's adherence metric and y its "
+                                     "fidelity metric (never two distances). The format follows the extension of "
+                                     "--out (.png or .svg).")
     pp.add_argument("--task", required=True)
     pp.add_argument("--runs", action="append", metavar="DIR", help="folder of runs (repeatable)")
-    pp.add_argument("--x", help="metric on the x axis (default: clip_score or judge)")
-    pp.add_argument("--y", help="metric on the y axis (default: fid)")
+    pp.add_argument("--x", metavar="METRIC",
+                    help="metric on the x axis (default: the task kind's adherence metric: clip_score for "
+                         "text-to-image, judge for class-conditional and translation, edit_success for editing, "
+                         "motion_accuracy for video; see docs/metrics.md)")
+    pp.add_argument("--y", metavar="METRIC",
+                    help="metric on the y axis (default: the task kind's fidelity metric: fid, fvd for video, "
+                         "psnr_bg (background preservation) for editing). Give one of --x/--y and the other is "
+                         "the kind's default for that axis")
     pp.add_argument("--out", help="output file, .png or .svg (default: pareto-<task>.png)")
     ps = psub.add_parser("samples", allow_abbrev=False, help="a labelled grid of a run's (or a sweep's) samples")
     ps.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, or a sweep folder (one row per point)")
@@ -102,13 +112,17 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _task_name(task: str) -> str:
+    """The name of a known task (a name, or a ``.toml`` whose records carry its name); unknown: one clear error."""
+    from cgmbench.spec.task import load_task
+
+    return load_task(task).name
+
+
 def cmd_leaderboard(args) -> int:
     from cgmbench.results import leaderboard as lbm
 
-    if args.task.endswith(".toml"):  # a task file: its records carry the task's name
-        from cgmbench.spec.task import load_task
-
-        args.task = load_task(args.task).name
+    args.task = _task_name(args.task)
     records = lbm.collect_records(args.task, args.runs, warn=_log)
     if args.by:
         default = "edit_success" if args.by == "edit_type" else "clip_score"  # editing tables (issue 15)
@@ -137,6 +151,7 @@ def cmd_plot(args) -> int:
     from cgmbench.results import plots
 
     if args.plot_kind == "pareto":
+        args.task = _task_name(args.task)
         out = args.out or f"pareto-{args.task}.png"
         path = plots.plot_pareto(args.task, out, x=args.x, y=args.y, roots=args.runs, warn=_log)
     elif args.plot_kind == "gif":

@@ -19,6 +19,13 @@ Rank bands
     row opens band 1; each following row joins the current band when its 95% interval overlaps
     the interval of the band's first row, otherwise it opens the next band. Rows in one band are
     not distinguishable at 95%. A row without an interval is a point ``[v, v]``.
+
+Columns
+    One table shows every metric the task's runs record: the ranking metric first (named in the caption), then
+    the others in the order of the task's ``[metrics] compute``, each as ``value [low, high]`` (its 95%
+    interval); the CSV has every column at full precision, ``<metric>_ci_low`` / ``<metric>_ci_high`` included.
+    Groups are formed on the ranking metric; when another column mixes protocols inside a group, the group's
+    note says so.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import html
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -62,12 +69,18 @@ def default_roots(task: str) -> list[Path]:
 
 
 def collect_records(task: str, roots: list[str | Path] | None = None, warn=None) -> list[tuple[Path, dict]]:
-    """``(path, record)`` for every run record of ``task`` under ``roots`` (sorted by path)."""
+    """``(path, record)`` for every run record of ``task`` under ``roots`` (sorted by path).
+
+    A root given explicitly that does not exist is an error; the default roots may be missing."""
     warn = warn or (lambda m: print(f"cgmbench: warning: {m}", file=sys.stderr))
+    explicit = bool(roots)
     roots = [Path(r) for r in (roots or default_roots(task))]
     found, seen = [], set()
     for root in roots:
         if not root.exists():
+            if explicit:  # a folder the user named: a typo must not read as "no runs"
+                raise CgmbenchError(f"--runs {root}: the folder does not exist",
+                                    "give a folder of runs (e.g. a sweep's --out), or leave --runs out")
             continue
         files = [root] if root.is_file() else sorted(root.rglob("*.json"))
         for path in files:
@@ -144,8 +157,9 @@ _CATEGORY = re.compile(r"(?P<base>\w+)\[(?P<column>\w+)=(?P<label>[^\]]+)\]")
 
 
 def metric_entry(record: dict, metric: str) -> dict | None:
-    """``{"value", "ci95", "n"}`` of ``metric`` (``judge``, ``fid``, ``judge.color``, or one prompt category's
-    value such as ``clip_score[category=Colors]``) or None."""
+    """``{"value", "ci95", "n"}`` of ``metric`` (``judge``, ``fid``, ``judge.color``, a part recorded beside a
+    metric's value such as ``precision_recall.recall``, or one prompt category's value such as
+    ``clip_score[category=Colors]``) or None."""
     sel = _CATEGORY.fullmatch(metric)
     base, _, attr = ("", "", "") if sel else metric.partition(".")
     m = record.get("metrics", {}).get(sel["base"] if sel else base)
@@ -153,7 +167,9 @@ def metric_entry(record: dict, metric: str) -> dict | None:
         m = (m.get("by_category") or {}).get(sel["column"], {}).get(sel["label"])
     if not isinstance(m, dict):
         return None
-    if attr:
+    if attr and isinstance(m.get(attr), (int, float)) and not isinstance(m.get(attr), bool):
+        m = {"value": m[attr], "ci95": m.get(f"{attr}_ci95"), "n": m.get("n")}  # a part: precision_recall.recall
+    elif attr:
         a = (m.get("attributes") or {}).get(attr)
         if not isinstance(a, dict):
             return None
@@ -226,18 +242,48 @@ def rank_bands(values, cis, dir_: str) -> list[int]:
 
 @dataclass
 class Leaderboard:
-    """The ranked table (``df``) and a note per comparability group explaining the split."""
+    """The ranked table (``df``) and a note per comparability group explaining the split.
+
+    ``metrics`` are the metric columns of ``df``, the ranking ``metric`` first, then the task's other metrics in
+    the order of its ``[metrics] compute``; each has the columns ``<m>``, ``<m>_ci_low`` and ``<m>_ci_high``
+    (empty where a run does not record it)."""
 
     task: str
     metric: str
     df: pd.DataFrame
     group_notes: dict[int, str]
     excluded: list[str]
+    metrics: list[str] = field(default_factory=list)
+
+
+def ci_columns(metric: str) -> tuple[str, str]:
+    """The ``df`` columns holding ``metric``'s 95% interval."""
+    return f"{metric}_ci_low", f"{metric}_ci_high"
+
+
+def table_metrics(task: str, metric: str, records: list[dict]) -> list[str]:
+    """The metric columns of a leaderboard: ``metric`` first, then every other recorded metric, in the task's
+    ``[metrics] compute`` order (unknown tasks: by name), ``precision_recall``'s recall beside its precision."""
+    recorded = _available(records)
+    try:
+        from cgmbench.spec.task import load_task
+
+        order = list(load_task(task).metric_settings.compute)
+    except CgmbenchError:  # a task file that is gone: its records still list their metrics
+        order = []
+    names = [m for m in order if m in recorded] + [m for m in recorded if m not in order]
+    out = [metric]
+    for m in names:
+        for col in ((m, f"{m}.recall") if m == "precision_recall" else (m,)):
+            if col != metric and col not in out:
+                out.append(col)
+    return out
 
 
 def build(task: str, metric: str | None = None, roots=None, warn=None, records=None,
           rank_claims: bool = False) -> Leaderboard:
-    """Rank the runs of ``task`` on ``metric`` (default: ``judge`` if recorded, else the task's first).
+    """Rank the runs of ``task`` on ``metric`` (default: ``judge`` if recorded, else the task's first), with every
+    other metric of the task beside it (value and 95% interval each; see :class:`Leaderboard`).
 
     Every row has a ``status`` (:func:`verification`). Claimed rows (submissions whose number was not re-scored)
     are listed after the ranked rows of their group with band ``claim``, never above a verified number, unless
@@ -250,7 +296,8 @@ def build(task: str, metric: str | None = None, roots=None, warn=None, records=N
     if metric is None:
         metric = _default_metric(task, [r for _, r in records])
     dir_ = direction(metric)
-    rows, excluded, keys = [], [], []
+    columns = table_metrics(task, metric, [r for _, r in records])
+    rows, excluded, keys, by_path = [], [], [], {}
     for path, rec in records:
         entry = metric_entry(rec, metric)
         if entry is None:
@@ -264,17 +311,24 @@ def build(task: str, metric: str | None = None, roots=None, warn=None, records=N
         if key not in keys:
             keys.append(key)
         model = rec.get("model") or {}
-        ci = entry["ci95"]
-        rows.append({
-            "group": keys.index(key) + 1, "model": str(model.get("spec") or model.get("name")),
-            "knobs": knob_text(model.get("knobs") or {}), metric: entry["value"],
-            "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
+        row = {"group": keys.index(key) + 1, "model": str(model.get("spec") or model.get("name")),
+               "knobs": knob_text(model.get("knobs") or {})}
+        for m in columns:
+            e = entry if m == metric else metric_entry(rec, m)
+            if e is not None and m != metric and entry_problem(e):
+                e = None  # a broken secondary number is left empty, never shown as if it were a result
+            lo, hi = ci_columns(m)
+            ci = e["ci95"] if e else None
+            row.update({m: e["value"] if e else None, lo: ci[0] if ci else None, hi: ci[1] if ci else None})
+        row.update({
             "n": rec.get("n"), "seed": rec.get("seed"),
             "checkpoint_sha256": ((model.get("checkpoint") or {}).get("sha256") or "")[:12],
             "submitted": "submission" in rec, "status": verification(rec, metric),
             "identity_sha256": rec.get("identity_sha256", ""),
             "path": str(path),
         })
+        rows.append(row)
+        by_path[str(path)] = rec
     if not rows:
         raise CgmbenchError(f"no run of task {task!r} has metric {metric!r}",
                             f"available: {', '.join(_available(r for _, r in records)) or 'none'}")
@@ -286,23 +340,35 @@ def build(task: str, metric: str | None = None, roots=None, warn=None, records=N
     for r in rows:
         r["group"] = renumber[r["group"]]
     df = pd.DataFrame(rows)
+    lo, hi = ci_columns(metric)
     parts = []
     for g, part in df.groupby("group", sort=True):
         part = part.sort_values([metric, "model", "knobs"], ascending=[dir_ == "min", True, True], kind="stable")
         claims = part[part["status"] == "claimed"] if not rank_claims else part.iloc[0:0]
         part = part.drop(claims.index)
-        cis = [None if pd.isna(lo) else (lo, hi) for lo, hi in zip(part["ci_low"], part["ci_high"])]
+        cis = [None if pd.isna(a) else (a, b) for a, b in zip(part[lo], part[hi])]
         part = part.assign(band=rank_bands(part[metric].tolist(), cis, dir_))
         parts.append(part.astype({"band": object}))
         if len(claims):  # unverified numbers: listed, never ranked above a verified one
             parts.append(claims.assign(band="claim"))
     df = pd.concat(parts, ignore_index=True)
-    df = df[["group", "band", "model", "knobs", metric, "ci_low", "ci_high", "n", "seed", "checkpoint_sha256",
+    metric_cols = [c for m in columns for c in (m, *ci_columns(m))]
+    df = df[["group", "band", "model", "knobs", *metric_cols, "n", "seed", "checkpoint_sha256",
              "submitted", "status", "identity_sha256", "path"]]
     notes = {1: "comparable: " + _key_text(keys[0])}
     for g in range(2, len(keys) + 1):
         notes[g] = (f"not ranked with group 1: differs in {explain_difference(keys[0], keys[g - 1])}")
-    return Leaderboard(task, metric, df, notes, excluded)
+    for g, part in df.groupby("group", sort=True):  # the other columns may mix protocols inside a group: say so
+        for m in columns[1:]:
+            mixed = []
+            for path in part.loc[part[m].notna(), "path"]:
+                k = comparability_key(by_path[path], m)
+                if k not in mixed:
+                    mixed.append(k)
+            if len(mixed) > 1:
+                notes[g] += f"; {m} is not comparable across these rows (differs in " \
+                            f"{explain_difference(mixed[0], mixed[1])})"
+    return Leaderboard(task, metric, df, notes, excluded, columns)
 
 
 def _key_text(key: dict) -> str:
@@ -337,29 +403,72 @@ def _default_metric(task: str, records: list[dict]) -> str:
 
 
 
-def _display(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    out = df.copy()
-    out["interval"] = [f"[{lo:.4f}, {hi:.4f}]" if not pd.isna(lo) else "-"
-                       for lo, hi in zip(df["ci_low"], df["ci_high"])]
-    out[metric] = [f"{v:.4f}" for v in df[metric]]
-    return out[["band", "model", "knobs", metric, "interval", "n", "seed", "status"]]
+def format_value(v) -> str:
+    """A metric value at a precision that suits its size (judge 0.812, FID 23.41, KID 1234)."""
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "-"
+    a = abs(float(v))
+    if a >= 1000:
+        return f"{v:.0f}"
+    if a >= 100:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    if a >= 0.01 or a == 0:
+        return f"{v:.3f}"
+    return f"{v:.2e}"
+
+
+def format_cell(value, low, high) -> str:
+    """``"0.812 [0.750, 0.860]"``; ``"-"`` when the run does not record the metric."""
+    if value is None or pd.isna(value):
+        return "-"
+    if low is None or pd.isna(low):
+        return format_value(value)
+    return f"{format_value(value)} [{format_value(low)}, {format_value(high)}]"
+
+
+def metric_header(metric: str) -> str:
+    """A column title: the metric and its direction (``fid ↓``, ``judge ↑``)."""
+    return f"{metric} {'↓' if direction(metric) == 'min' else '↑'}"
+
+
+def display_frame(lb: Leaderboard, part: pd.DataFrame | None = None, metrics: list[str] | None = None
+                  ) -> pd.DataFrame:
+    """The rows of ``part`` (default: all) as text: band, model, knobs, one ``value [low, high]`` column per metric
+    (``metrics``, default all of the leaderboard's), n, seed, status."""
+    df = lb.df if part is None else part
+    out = df[["band", "model", "knobs"]].copy()
+    for m in metrics or lb.metrics or [lb.metric]:
+        lo, hi = ci_columns(m)
+        out[metric_header(m)] = [format_cell(v, a, b) for v, a, b in zip(df[m], df[lo], df[hi])]
+    for c in ("n", "seed", "status"):
+        out[c] = df[c]
+    return out
+
+
+def table_caption(lb: Leaderboard) -> str:
+    """What the table shows and how it is ranked (the first line of every rendering)."""
+    return (f"task {lb.task}: ranked by {lb.metric} ({'lower' if direction(lb.metric) == 'min' else 'higher'} is "
+            "better); every metric with its 95% interval [low, high] (↑ higher is better, ↓ lower is better); rows "
+            "in one band have overlapping 95% intervals of the ranking metric; status: run (this suite's run record), "
+            "verified (submission re-scored from its samples), claimed (submission not re-scored: band 'claim', not "
+            "ranked unless --rank-claims)")
 
 
 def render_table(lb: Leaderboard) -> str:
-    lines = [f"task {lb.task}: {lb.metric} ({'lower' if direction(lb.metric) == 'min' else 'higher'} is better); "
-             "rows in one band have overlapping 95% intervals; status: run (this suite's run record), verified "
-             "(submission re-scored from its samples), claimed (submission not re-scored: band 'claim', not ranked "
-             "unless --rank-claims)"]
+    lines = [table_caption(lb)]
     for g, part in lb.df.groupby("group", sort=True):
         lines.append("")
         lines.append(f"group {g}: {lb.group_notes[g]}")
-        lines.append(_display(part, lb.metric).to_string(index=False))
+        lines.append(display_frame(lb, part).to_string(index=False))
     for e in lb.excluded:
         lines.append(f"(excluded {e})")
     return "\n".join(lines)
 
 
 def render_csv(lb: Leaderboard) -> str:
+    """Every column of the table at full precision, interval columns included (``<metric>_ci_low`` / ``_ci_high``)."""
     return lb.df.to_csv(index=False, lineterminator="\n")
 
 
@@ -368,9 +477,9 @@ def _md_cell(v) -> str:
 
 
 def render_markdown(lb: Leaderboard) -> str:
-    lines = [f"## {lb.task}: {lb.metric}", ""]
+    lines = [f"## {lb.task}: ranked by {lb.metric}", "", _md_cell(table_caption(lb)), ""]
     for g, part in lb.df.groupby("group", sort=True):
-        d = _display(part, lb.metric)
+        d = display_frame(lb, part)
         lines += [f"**Group {g}** — {_md_cell(lb.group_notes[g])}", "",
                   "| " + " | ".join(d.columns) + " |", "|" + "---|" * len(d.columns)]
         lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in d.itertuples(index=False)]
@@ -414,30 +523,35 @@ def render_html(lb: Leaderboard, figure_png: bytes | None = None, caption: str =
     from datetime import datetime, timezone
 
     e = html.escape
-    cols = [("band", True), ("model", False), ("knobs", False), (lb.metric, True), ("ci_low", True),
-            ("ci_high", True), ("n", True), ("seed", True), ("status", False), ("identity_sha256", False)]
+    metrics = lb.metrics or [lb.metric]
+    cols = [("band", True), ("model", False), ("knobs", False), *((m, True) for m in metrics), ("n", True),
+            ("seed", True), ("status", False), ("identity_sha256", False)]
     parts = [
         "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
         f"<title>cgmbench leaderboard: {e(lb.task)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;"
+        "<style>body{font-family:sans-serif;margin:2em;max-width:90em}table{border-collapse:collapse;"
         "margin:1em 0}th,td{border:1px solid #bbb;padding:.3em .6em;text-align:left}th{cursor:pointer;"
-        "background:#eee}td.num{text-align:right;font-variant-numeric:tabular-nums}.note{color:#555}"
-        "figure img{max-width:100%}</style></head><body>",
-        f"<h1>{e(lb.task)}: {e(lb.metric)}</h1>",
-        f"<p class='note'>{'Lower' if direction(lb.metric) == 'min' else 'Higher'} is better. Rows in one band "
-        "have overlapping 95% intervals. Click a column header to sort. Generated "
+        "background:#eee}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}"
+        ".note{color:#555}figure img{max-width:100%}</style></head><body>",
+        f"<h1>{e(lb.task)}: ranked by {e(lb.metric)}</h1>",
+        f"<p class='note'>{e(table_caption(lb))}. Click a column header to sort. Generated "
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by cgmbench.</p>",
     ]
     for g, part in lb.df.groupby("group", sort=True):
         parts.append(f"<h2>Group {g}</h2><p class='note' id='group-{g}-note'>{e(lb.group_notes[g])}</p>")
         parts.append(f"<table class='sortable' id='group-{g}'><thead><tr>")
-        parts += [f"<th data-numeric='{int(num)}'>{e(c)}</th>" for c, num in cols]
+        parts += [f"<th data-numeric='{int(num)}'>{e(metric_header(c) if c in metrics else c)}</th>"
+                  for c, num in cols]
         parts.append("</tr></thead><tbody>")
         for _, row in part.iterrows():
             parts.append("<tr>")
             for c, num in cols:
                 v = row[c]
-                if num:
+                if c in metrics:  # value [low, high]; sorted on the value
+                    lo, hi = ci_columns(c)
+                    v = "" if pd.isna(v) else v
+                    parts.append(f"<td class='num' data-v='{e(str(v))}'>{e(format_cell(row[c], row[lo], row[hi]))}</td>")
+                elif num:
                     v = "" if not isinstance(v, str) and pd.isna(v) else v
                     shown = f"{v:.4f}" if isinstance(v, float) else str(v)
                     parts.append(f"<td class='num' data-v='{e(str(v))}'>{e(shown)}</td>")

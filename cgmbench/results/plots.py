@@ -34,16 +34,9 @@ from cgmbench.results.leaderboard import (
 from cgmbench.results.pareto import Point, curves, direction, frontier
 
 FORMATS = {".png": "png", ".svg": "svg"}
-#: preferred (x, y) pairs for the default Pareto plot
-PREFERRED_AXES = (("clip_score", "fid"), ("judge", "fid"), ("clip_score", "judge"))
-SWEEP_KNOBS = ("guidance_scale", "truncation")
-_KNOB_SYMBOL = {"guidance_scale": "w", "truncation": "ψ"}
-# editing (issue 15): preservation (x) against edit success / CLIP direction (y), swept over edit strength or
-# image guidance
-PREFERRED_AXES += (("psnr_bg", "edit_success"), ("psnr_bg", "clip_direction_shapes_clip"),
-                   ("lpips_bg", "edit_success"))
-SWEEP_KNOBS += ("strength", "image_guidance_scale")
-_KNOB_SYMBOL.update(strength="s", image_guidance_scale="s_I")
+#: the knob a model's curve follows (first one that varies across its runs); default Pareto axes: results/axes.py
+SWEEP_KNOBS = ("guidance_scale", "truncation", "strength", "image_guidance_scale")
+_KNOB_SYMBOL = {"guidance_scale": "w", "truncation": "ψ", "strength": "s", "image_guidance_scale": "s_I"}
 
 
 def _plt():
@@ -70,18 +63,27 @@ def _available(records) -> set[str]:
     return names
 
 
-def default_axes(task: str, records=None, roots=None) -> tuple[str, str]:
-    """The (x, y) metrics to plot: the first preferred pair both recorded, else the first two recorded."""
+def _task_kind(task: str, records) -> str:
+    """The kind of ``task``: from its records (a task file may be gone), else from its spec."""
+    for _, r in records:
+        kind = (r.get("task") or {}).get("kind")
+        if isinstance(kind, str):
+            return kind
+    from cgmbench.spec.task import load_task
+
+    return load_task(task).kind
+
+
+def default_axes(task: str, records=None, roots=None, x: str | None = None,
+                 y: str | None = None) -> tuple[str, str]:
+    """The (x, y) metrics to plot: ``x`` / ``y`` when given, the missing ones from the task kind's table
+    (:data:`cgmbench.results.axes.PARETO_AXES`) among the recorded metrics."""
+    from cgmbench.results.axes import resolve_axes
+
     records = records if records is not None else collect_records(task, roots)
-    avail = _available(records)
-    for x, y in PREFERRED_AXES:
-        if x in avail and y in avail:
-            return x, y
-    names = sorted(avail)
-    if len(names) < 2:
-        raise CgmbenchError(f"the runs of task {task!r} record fewer than two metrics ({', '.join(names) or 'none'})",
-                            "a Pareto plot needs two metrics; choose them with --x and --y")
-    return names[0], names[1]
+    if x is not None and y is not None:
+        return x, y
+    return resolve_axes(_task_kind(task, records), _available(records), x, y)
 
 
 def _points(records, x: str, y: str, warn) -> tuple[list[Point], dict]:
@@ -190,9 +192,9 @@ def plot_pareto(task: str, out: str | Path, x: str | None = None, y: str | None 
 
     fmt = format_for(out)
     records = collect_records(task, roots, warn)
-    if x is None or y is None:
-        dx, dy = default_axes(task, records)
-        x, y = x or dx, y or dy
+    if not records:
+        raise CgmbenchError(f"no run records of task {task!r} found", "run cgmbench sweep first or give --runs")
+    x, y = default_axes(task, records, x=x, y=y)
     data, _ = pareto_figure(task, x, y, roots=roots, fmt=fmt, records=records, warn=warn)
     atomic_write_bytes(out, data)
     return Path(out)

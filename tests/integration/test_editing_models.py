@@ -148,7 +148,7 @@ def test_strength_sweep_pareto_and_edit_type_table(tmp_path, capsys):
     assert _cli(["sweep", "--task", "shapes-edit", "--model", "sdedit", "--knob", "strength=0.2,0.8",
                  "--knob", "steps=10", "--num-samples", "12", "--out", str(out)]) == 0
     assert "strength=0.2" in capsys.readouterr().out
-    assert default_axes("shapes-edit", roots=[str(out)]) == ("psnr_bg", "edit_success")
+    assert default_axes("shapes-edit", roots=[str(out)]) == ("edit_success", "psnr_bg")  # x: edit, y: preservation
     assert _cli(["plot", "pareto", "--task", "shapes-edit", "--runs", str(out), "--out",
                  str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

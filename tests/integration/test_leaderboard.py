@@ -102,8 +102,11 @@ def test_ranking_groups_and_formats(tmp_path):
     assert lbj.df.iloc[0]["model"] == "sd3" and lbj.df.iloc[0]["knobs"].startswith("guidance_scale=4")
     with pytest.raises(CgmbenchError, match="no run of task 'shapes-t2i' has metric 'kid'"):
         build(TASK, "kid", roots=[runs])
+    (tmp_path / "empty").mkdir()
     with pytest.raises(CgmbenchError, match="no run records"):
         build(TASK, "fid", roots=[tmp_path / "empty"])
+    with pytest.raises(CgmbenchError, match="missing: the folder does not exist"):
+        build(TASK, "fid", roots=[tmp_path / "missing"])
 
 
 def test_default_roots_and_dedupe(tmp_path, monkeypatch):
@@ -228,3 +231,100 @@ def test_cli_leaderboard_csv_and_sample_grid(tmp_path, capsys):
     assert _cli(["plot", "pareto", "--task", TASK, "--runs", str(runs2), "--out", str(tmp_path / "pp.svg")]) == 0
     assert ">noise<" in (tmp_path / "pp.svg").read_text() or "noise" in (tmp_path / "pp.svg").read_text()
     assert json.loads((root / "oracle" / "run.json").read_text())["n"] == 16
+
+
+def test_every_metric_with_its_interval_in_one_table(tmp_path):
+    recs = sweep_records() + sweep_records("tf-exact")[:1]  # one FID under another protocol
+    runs = write_runs(tmp_path / "runs", recs)
+    lb = build(TASK, roots=[runs])  # ranked by the judge, FID and CLIP score beside it
+    assert lb.metrics == ["judge", "fid", "clip_score"]  # the task's [metrics] compute order
+    top = lb.df.iloc[0]
+    assert (top["model"], top["judge"], top["fid"], top["clip_score"]) == ("sd3", 0.62, 26.0, 0.31)
+    assert (top["fid_ci_low"], top["fid_ci_high"], top["clip_score_ci_low"]) == (24.5, 27.5, 0.30)
+    text = render_table(lb)
+    assert text.splitlines()[0].startswith("task shapes-t2i: ranked by judge (higher is better)")
+    assert "fid ↓" in text and "clip_score ↑" in text and "26.00 [24.50, 27.50]" in text
+    # the judge groups FIDs of two protocols together: the note says the FID column mixes them
+    assert "fid is not comparable across these rows (differs in fid.protocol" in lb.group_notes[1]
+    rows = list(csv.DictReader(io.StringIO(render_csv(lb))))
+    for col in ("judge", "judge_ci_low", "judge_ci_high", "fid", "fid_ci_low", "fid_ci_high", "clip_score",
+                "clip_score_ci_low", "clip_score_ci_high"):
+        assert col in rows[0], col
+    assert float(rows[0]["fid_ci_high"]) == 27.5
+    assert "ranked by judge" in render_markdown(lb)
+
+
+def _main(capsys, *argv):
+    from cgmbench.cli.main import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, [line for line in err.splitlines() if line.strip()]
+
+
+def test_unknown_task_and_missing_runs_folder_are_one_line(tmp_path, capsys):
+    code, _, err = _main(capsys, "leaderboard", "--task", "nosuch")
+    assert code == 2 and len(err) == 1 and err[0].startswith("cgmbench: error: unknown task 'nosuch'")
+    code, _, err = _main(capsys, "plot", "pareto", "--task", TASK, "--runs", str(tmp_path / "missing"))
+    assert code == 2 and len(err) == 1 and "missing: the folder does not exist" in err[0]
+    code, _, err = _main(capsys, "leaderboard", "--task", TASK, "--runs", str(tmp_path / "missing"))
+    assert code == 2 and len(err) == 1 and "missing: the folder does not exist" in err[0]
+
+
+def _axis_labels(svg: str) -> tuple[str, str]:
+    """The x and y axis titles of a matplotlib SVG (text is kept in comments beside its glyph paths)."""
+    import re
+
+    x_part, y_part = svg.split('id="matplotlib.axis_2"', 1)
+    x_part = x_part.split('id="matplotlib.axis_1"', 1)[1]
+
+    def title(part):
+        return [t for t in re.findall(r"<!-- (.*?) -->", part) if "is better" in t][0]
+    return title(x_part), title(y_part)
+
+
+def _cc_records():
+    """shapes-cc runs as digits-cc records them (FID, KID, precision/recall; no judge): numbers made up."""
+    task = load_task("shapes-cc")
+    prov = {"protocol": "clean", "extractor": "shapes-cnn", "weights_sha256": "a" * 64,
+            "reference_stats_sha256": "b" * 64, "method": "exact"}
+    recs = []
+    for w, (fid, kid, prec) in {1.0: (30.0, 3.0, 0.5), 2.0: (20.0, 2.0, 0.7), 4.0: (25.0, 2.5, 0.8)}.items():
+        metrics = {"fid": {"value": fid, "ci95": [fid - 1, fid + 1], "n": 100, **prov},
+                   "kid": {"value": kid, "ci95": [kid - .1, kid + .1], "n": 100, **prov},
+                   "precision_recall": {"value": prec, "ci95": [prec - .05, prec + .05], "precision": prec,
+                                        "recall": 0.5, "recall_ci95": [0.45, 0.55], "n": 100, **prov}}
+        recs.append(finalize({"schema": "cgmbench.run/1", "task": {"name": task.name, "kind": task.kind,
+                                                                    "spec_sha256": task.sha256},
+                              "model": {"name": "dit", "spec": "dit", "checkpoint": None,
+                                        "knobs": {"guidance_scale": w}},
+                              "n": 100, "seed": 0, "samples_sha256": "c" * 64, "metrics": metrics,
+                              "metrics_pending": [], "environment": {}, "timings": {}}))
+    return recs
+
+
+def test_pareto_default_axes_fit_the_task_kind(tmp_path):
+    runs = write_runs(tmp_path / "runs", _cc_records())
+    svg = plot_pareto("shapes-cc", tmp_path / "d.svg", roots=[runs]).read_text()
+    # class-conditional without a judge: precision (adherence-like) against FID, never FID against KID
+    assert _axis_labels(svg) == ("precision_recall (higher is better)", "fid (lower is better)")
+    lb = build("shapes-cc", "fid", roots=[runs])
+    assert lb.metrics == ["fid", "kid", "precision_recall", "precision_recall.recall"]
+    assert lb.df.iloc[0]["precision_recall.recall_ci_high"] == 0.55
+
+
+def test_pareto_x_option_sets_only_the_x_axis(tmp_path):
+    runs = write_runs(tmp_path / "runs", _cc_records())
+    svg = plot_pareto("shapes-cc", tmp_path / "x.svg", x="precision_recall", roots=[runs]).read_text()
+    assert _axis_labels(svg) == ("precision_recall (higher is better)", "fid (lower is better)")  # KID nowhere
+    svg = plot_pareto("shapes-cc", tmp_path / "x2.svg", x="kid", roots=[runs]).read_text()
+    assert _axis_labels(svg) == ("kid (lower is better)", "fid (lower is better)")  # asked for: kept
+
+
+def test_pareto_y_option_sets_only_the_y_axis(tmp_path):
+    runs = write_runs(tmp_path / "runs", _cc_records())
+    svg = plot_pareto("shapes-cc", tmp_path / "y.svg", y="kid", roots=[runs]).read_text()
+    assert _axis_labels(svg) == ("precision_recall (higher is better)", "kid (lower is better)")
+    runs_t2i = write_runs(tmp_path / "t2i", sweep_records())
+    svg = plot_pareto(TASK, tmp_path / "y2.svg", y="judge", roots=[runs_t2i]).read_text()
+    assert _axis_labels(svg) == ("clip_score (higher is better)", "judge (higher is better)")
