@@ -62,9 +62,11 @@ for _name, (_arch, _tag, _hub) in OPENCLIP_MODELS.items():
         obtain=(f"`cgmbench weights fetch {_name}` saves it at exactly the path named here; `hf download {_hub} "
                 f"{HF_FILE}` saves it in the Hugging Face cache, where cgmbench also looks"),
         description=f"OpenAI CLIP {_arch} image/text encoders as open_clip safetensors (pretrained='{_tag}')",
-        digest_source=(f"published, not pinned: the Hugging Face file page https://huggingface.co/{_hub}/blob/main/"
-                       f"{HF_FILE} lists its Git LFS SHA-256 (not reachable from the machine that pinned the others); "
-                       "OpenAI's own sha256 in the clip package URLs is of the .pt, not of this conversion")))
+        digest_source=(f"none published where looked (looked up 2026-12-02: the file digested is {HF_FILE} of "
+                       f"https://huggingface.co/{_hub}, whose file page /blob/main/{HF_FILE} shows a Git LFS SHA-256, "
+                       "but no stored copy of that page or of a commit adding the file was found; searched stored "
+                       "Hugging Face pages and GitHub code; OpenAI's own sha256 in the clip package URLs is of the "
+                       ".pt, not of this conversion); cgmbench records the digest at first fetch")))
 
 
 def _hf_cached(hub_id: str) -> Path | None:
