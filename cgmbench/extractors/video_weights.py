@@ -1,7 +1,8 @@
 """The weight files of the video feature networks (FVD), in the weights registry (``cgmbench weights list``).
 
-None of the publishers gives a checksum: each file's SHA-256 is recorded at first use and verified from then
-on (:mod:`cgmbench.weights`), and every FVD entry records the digest of the file it used.
+The VideoMAE-v2 file's SHA-256 is pinned from its publisher's Git LFS listing; the two I3D files have no published
+checksum, so their SHA-256 is recorded at first use and verified from then on (:mod:`cgmbench.weights`). Every FVD
+entry records the digest of the file it used.
 """
 
 from cgmbench.weights import KnownFile, register_file
@@ -21,8 +22,14 @@ register_file(KnownFile(
     description="InceptionI3d(400) state dict; extractor i3d_pt400 of the tats_fvd2048 protocol",
     digest_source="none published: the publisher gives only a download link (no checksum); cgmbench records the digest at first fetch"))
 register_file(KnownFile(
-    name="videomae-v2-g-ssv2", filename="vit_g_hybrid_pt_1200e_ssv2_ft.pth", hub_id="OpenGVLab/VideoMAEv2",
-    obtain="VideoMAE-v2 ViT-g/14 fine-tuned on SSv2 (vit_g_hybrid_pt_1200e_ssv2_ft.pth, ~4 GB) as cd-fvd uses it",
-    license="Apache-2.0 (OpenGVLab/VideoMAEv2 model card)",
-    description="extractor videomae_v2_g_ssv2 of the cdfvd_videomae protocol (content-debiased FVD)",
-    digest_source="published, not pinned: the Hugging Face file page lists the LFS SHA-256; cgmbench records the digest at first fetch"))
+    name="videomae-v2-g-ssv2", filename="vit_g_hybrid_pt_1200e_ssv2_ft.pth", hub_id="OpenGVLab/VideoMAE2",
+    hub_filename="mae-g/vit_g_hybrid_pt_1200e_ssv2_ft.pth",
+    sha256="5a210a92f035dff30c53b46157b612e7a1a5d3c99700e1b2d71da5c399ca7e70",
+    obtain=("`cgmbench weights fetch videomae-v2-g-ssv2` (VideoMAE-v2 ViT-g/14 fine-tuned on SSv2, 2.02 GB fp16, "
+            "as cd-fvd uses it; OpenGVLab moved it from Aliyun OSS, the URL cd-fvd names, to the Hugging Face hub)"),
+    license="Apache-2.0 (OpenGVLab/VideoMAE2 model card)",
+    description=("extractor videomae_v2_g_ssv2 of the cdfvd_videomae protocol (content-debiased FVD); "
+                 "mae-g/vit_g_hybrid_pt_1200e_ssv2_ft.pth of huggingface.co/OpenGVLab/VideoMAE2"),
+    digest_source=("https://huggingface.co/OpenGVLab/VideoMAE2/blob/main/mae-g/vit_g_hybrid_pt_1200e_ssv2_ft.pth "
+                   "(the publisher's file page: Git LFS SHA-256 of mae-g/vit_g_hybrid_pt_1200e_ssv2_ft.pth, 2.02 GB, "
+                   "commit 97d119d '[tranfer] from aliyun oss to hf'; looked up 2026-12-02)")))
