@@ -2,7 +2,7 @@
 
 A clean-room implementation of ``models/latte.py`` of Vchitect/Latte (commit b27c24a, the same
 file as maxin-cn/Latte f8980c5). Module tree and parameter names are the official ones, so the
-released checkpoints (``ucf101.pt``, ``ffs.pt``, ``sky.pt``, ``taichi.pt``) load with a strict
+released checkpoints (``ucf101.pt``, ``ffs.pt``, ``skytimelapse.pt``, ``taichi-hd.pt``) load with a strict
 ``load_state_dict`` (see :mod:`baselines.latte.checkpoints`). timm and einops are not needed:
 ``PatchEmbed`` and ``Mlp`` are written here with timm's submodule names (``proj``, ``fc1``/``fc2``)
 and the einops rearranges are plain ``view``/``transpose``.
