@@ -4,7 +4,10 @@ checked against torch-fidelity / numpy computed independently."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -20,18 +23,88 @@ from inception_helpers import random_fid_inception_state_dict, smooth_images
 torch.set_num_threads(1)
 
 
-def test_every_registry_entry_states_its_digest_source():
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _digest_problem(kf: weights.KnownFile) -> str | None:
+    """Why ``kf`` breaks the registry's digest rule (None when it keeps it): either pinned (a 64-hex SHA-256 and
+    the URL of the publisher's listing it was copied from, or why cgmbench pinned an unlisted file), or a
+    digest_source starting with "none published" (then the digest is recorded at first fetch); a hub entry's
+    source names the hub file it is about."""
+    src = kf.digest_source or ""
+    if kf.sha256:
+        if not _SHA256_HEX.fullmatch(kf.sha256):
+            return f"pinned sha256 {kf.sha256!r} is not 64 lower-case hex digits"
+        if not ("http" in src or src.startswith("none published")):
+            return f"pinned without the URL it was taken from: {src!r}"
+    elif not src.startswith("none published"):
+        return f"not pinned and not 'none published': {src!r}"
+    if kf.hub_id and kf.hub_filename and kf.hub_filename not in src:
+        return f"the digest source does not name the hub file {kf.hub_filename!r}: {src!r}"
+    return None
+
+
+def test_the_digest_rule_rejects_unpinned_and_unsourced_entries():
+    ok = weights.KnownFile(name="t", filename="f", sha256="a" * 64, digest_source="https://example.org/listing")
+    assert _digest_problem(ok) is None
+    assert _digest_problem(weights.KnownFile(name="t", filename="f", digest_source="none published (looked up: x)")) \
+        is None
+    for bad in (weights.KnownFile(name="t", filename="f", digest_source="published, not pinned: https://x"),
+                weights.KnownFile(name="t", filename="f"),
+                weights.KnownFile(name="t", filename="f", sha256="a" * 64, digest_source="copied by hand"),
+                weights.KnownFile(name="t", filename="f", sha256="A" * 64, digest_source="https://x"),
+                weights.KnownFile(name="t", filename="f", sha256="a" * 63, digest_source="https://x"),
+                weights.KnownFile(name="t", filename="f", hub_id="o/r", hub_filename="w.safetensors",
+                                  digest_source="none published (looked up: the model card)")):
+        assert _digest_problem(bad), bad
+
+
+def test_every_registry_entry_is_pinned_with_its_source_or_says_none_published(capsys):
     import cgmbench.reproduce.files  # noqa: F401
 
     files = weights.known_files()
-    assert {"inception-v3", "dit:xl-2-256", "sd3:medium", "cifar10:python", "adm:ref-imagenet256"} <= set(files)
-    for name, kf in files.items():
-        src = kf.digest_source or ""
-        if kf.sha256:  # pinned: the URL it was taken from, or why cgmbench pinned an unlisted file
-            assert "http" in src or src.startswith("none published"), f"{name}: {src!r}"
-        else:
-            assert src.startswith(("none published", "published, not pinned")), f"{name}: {src!r}"
+    assert {"inception-v3", "dit:xl-2-256", "sd3:medium", "cifar10:python", "adm:ref-imagenet256",
+            "clip-vit-l-14", "latte:ucf101", "videomae-v2-g-ssv2", "sd-vae-ft-ema"} <= set(files)
+    problems = {name: _digest_problem(kf) for name, kf in files.items()}
+    assert not {k: v for k, v in problems.items() if v}
+    for kf in files.values():
         assert weights.digest_provenance(kf)
+    assert main(["weights", "list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == len(files) and not any(" not-pinned " in line for line in listed)
+
+
+def test_weights_fetch_prints_the_digest_it_recorded_or_checked(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CGMBENCH_HOME", str(tmp_path / "home"))
+    published = tmp_path / "published.bin"
+    published.write_bytes(bytes(range(256)) * 300)
+    want = hashlib.sha256(published.read_bytes()).hexdigest()
+    # test entries leave with the test (monkeypatch.setitem deletes them at teardown)
+    monkeypatch.setitem(weights._REGISTRY, "digest-test:unlisted", weights.KnownFile(
+        name="digest-test:unlisted", filename="unlisted.bin", url=published.as_uri(),
+        digest_source="none published (looked up: nowhere, a test file)"))
+    assert main(["weights", "fetch", "digest-test:unlisted"]) == 0
+    out = capsys.readouterr().out
+    assert f"unlisted.bin  sha256 {want}" in out
+    assert f"checked against: sha256 {want} recorded at first fetch (none published (looked up: nowhere" in out
+    assert json.loads((tmp_path / "home" / "weights" / "sha256.json").read_text()) == {"unlisted.bin": want}
+    # the recorded digest guards the file from then on
+    (tmp_path / "home" / "weights" / "unlisted.bin").write_bytes(b"tampered")
+    with pytest.raises(IntegrityError, match=want):
+        weights.resolve("digest-test:unlisted")
+
+    monkeypatch.setitem(weights._REGISTRY, "digest-test:pinned", weights.KnownFile(
+        name="digest-test:pinned", filename="pinned.bin", url=published.as_uri(), sha256=want,
+        digest_source="https://example.org/listing"))
+    assert main(["weights", "fetch", "digest-test:pinned"]) == 0
+    assert f"checked against: sha256 {want} pinned from https://example.org/listing" in capsys.readouterr().out
+    monkeypatch.setitem(weights._REGISTRY, "digest-test:wrong-pin", weights.KnownFile(
+        name="digest-test:wrong-pin", filename="wrong.bin", url=published.as_uri(), sha256="0" * 64,
+        digest_source="https://example.org/listing"))
+    assert main(["weights", "fetch", "digest-test:wrong-pin"]) == 2
+    errors = [line for line in capsys.readouterr().err.split("\n") if "cgmbench: error" in line]  # past the bar
+    assert len(errors) == 1 and want in errors[0] and "0" * 64 in errors[0]
+    assert not (tmp_path / "home" / "weights" / "wrong.bin").exists()
 
 
 def test_md5_listed_by_the_publisher_is_verified(tmp_path):
