@@ -44,10 +44,10 @@ class KnownFile:
     hub_id: str | None = None
     obtain: str | None = None  # for gated or manual downloads: how to get the file
     description: str = ""
-    #: where the digest comes from: the URL of the publisher's own listing of ``sha256`` (model-card file page,
-    #: release page, download script), or a sentence starting with ``"none published"`` (then the digest is
-    #: recorded at first fetch), or ``"published, not pinned: <URL>"`` where a listing exists but cgmbench has
-    #: not copied it yet (also recorded at first fetch). Every registry entry states one (tested).
+    #: where the digest comes from: with ``sha256`` set, the URL of the publisher's own listing it was copied from
+    #: (model-card file page, release page, download script; never a third-party mirror); without it, a sentence
+    #: starting with ``"none published"`` that says where cgmbench looked and when (the digest is then recorded at
+    #: first fetch). For a hub entry it names the hub file digested. Every registry entry states one (tested).
     digest_source: str | None = None
     #: an MD5 the publisher lists (e.g. CIFAR-10's tarball); verified in addition to the SHA-256
     md5: str | None = None
