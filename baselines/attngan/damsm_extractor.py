@@ -60,6 +60,23 @@ class DAMSMExtractor(FeatureExtractor):
         return torch.cat(out)
 
 
+def _factory(name: str):
+    def build(weights_path=None, **kw) -> DAMSMExtractor:
+        return DAMSMExtractor(name, weights_path, **kw)
+
+    def required_files() -> list:
+        """The image encoder, the text encoder and the vocabulary (``captions.pickle``): what the preflight checks."""
+        from cgmbench.requirements import weights_file
+
+        image, text, caps, _ = DAMSM_FILES[name]
+        return [weights_file(image, f"{name} image encoder (r_precision)"),
+                weights_file(text, f"{name} text encoder (r_precision)"),
+                weights_file(caps, f"{name} vocabulary (r_precision)")]
+
+    build.required_files = required_files
+    return build
+
+
 for _name in DAMSM_FILES:
     if _name not in EXTRACTORS:
-        register_extractor(_name, lambda weights_path=None, _n=_name, **kw: DAMSMExtractor(_n, weights_path, **kw))
+        register_extractor(_name, _factory(_name))

@@ -7,7 +7,9 @@ The files of a run come from four places, each declaring its own (:mod:`cgmbench
 * the task's condition source: :meth:`cgmbench.sources.base.Source.required_files` (dataset folders);
 * the metrics the task computes: the feature extractors of their harness pass (a weights-registry entry of the
   extractor's name: ``inception-v3``, ``clip-vit-l-14``, ...), LPIPS' AlexNet, the reference source of the
-  metrics that compare against real images (FID, KID, precision/recall, CMMD, PSNR/SSIM/LPIPS), and whatever a
+  metrics that compare against real images (FID, KID, precision/recall, CMMD, PSNR/SSIM/LPIPS, FVD), FVD's clip
+  network (the task's FVD protocol: I3D or VideoMAE-v2 weights), the CLIP extractor of the frame-consistency
+  metrics, R-precision's image/text extractor (the DAMSM encoders and vocabulary on CUB/COCO), and whatever a
   :class:`cgmbench.catalog.MetricSpec` declares in ``requires``.
 
 :func:`check` raises one :class:`MissingFiles` naming every missing file, each with the command that gets it, when
@@ -22,9 +24,8 @@ When only some metrics lack files (an offline shapes task without LPIPS' AlexNet
 the start names the files and their commands, and those metrics are recorded in ``metrics_pending``; samples are
 stored, so ``cgmbench score`` computes them once the files are there.
 
-Coverage: the model families in ``baselines/`` and the metrics above. The video metrics' detectors and the
-DAMSM encoders of ``r_precision`` are not declared yet: when missing they still end as ``metrics_pending`` entries
-naming their fetch command.
+Coverage: the model families in ``baselines/`` and the metrics above. An extractor registered by a plugin declares
+its files with a ``required_files()`` attribute on its factory (the DAMSM extractors do).
 """
 
 from __future__ import annotations
@@ -105,6 +106,22 @@ def lpips_requirements(why: str) -> list[Requirement]:
     return out
 
 
+def video_requirements(task, metric: str) -> list[Requirement]:
+    """FVD: the weights of the task's FVD clip network; the frame-consistency metrics: the task's CLIP extractor;
+    the others (flickering, dynamic degree, the shapes motion judge) read nothing."""
+    from cgmbench.scoring.harness import default_clip_extractor
+    from cgmbench.scoring.video import VIDEO_EXTRACTOR_WEIGHTS, fvd_extractor_name
+
+    if metric == "fvd":
+        net = fvd_extractor_name(task)
+        if net in VIDEO_EXTRACTOR_WEIGHTS:
+            return [weights_file(VIDEO_EXTRACTOR_WEIGHTS[net], f"FVD clip network {net} ({metric})")]
+        return []
+    if metric in ("clip_frame_consistency", "first_frame_consistency"):
+        return extractor_requirements(default_clip_extractor(task), metric)
+    return []
+
+
 def metric_requirements(task) -> dict[str, list[Requirement]]:
     """What each metric of ``task`` reads (see the module docstring): metric -> requirements (``[]``: none)."""
     from cgmbench.catalog import metric_spec
@@ -119,7 +136,8 @@ def metric_requirements(task) -> dict[str, list[Requirement]]:
         reqs: list[Requirement] = []
         reference = False
         if spec.group == "features":
-            reqs += extractor_requirements(settings.extractor, m)
+            own_is = m == "is" and settings.is_extractor  # IS with its own classifier (the harness's extra pass)
+            reqs += extractor_requirements(settings.is_extractor if own_is else settings.extractor, m)
             reference = m != "is"
         elif spec.group == "clip":
             reqs += extractor_requirements(default_clip_extractor(task), m)
@@ -129,6 +147,13 @@ def metric_requirements(task) -> dict[str, list[Requirement]]:
         elif spec.group == "lpips" and task.kind in PAIRED_KINDS:
             reqs += lpips_requirements(m)
             reference = True
+        elif spec.group == "video":
+            reqs += video_requirements(task, m)
+            reference = m == "fvd"
+        elif m == "r_precision":
+            from cgmbench.scoring.r_precision_entry import r_precision_settings
+
+            reqs += extractor_requirements(r_precision_settings(task)["extractor"], m)
         if reference:
             reqs += source_requirements(task, "reference", f"reference images ({m})")
         if spec.requires is not None:

@@ -44,7 +44,8 @@ from cgmbench.metrics.fvd import (
     plan_clips,
 )
 
-__all__ = ["VIDEO_METRICS", "shapes_fvd_protocol", "task_fvd_protocol", "load_video_extractor", "fvd_entry",
+__all__ = ["VIDEO_METRICS", "VIDEO_EXTRACTOR_WEIGHTS", "shapes_fvd_protocol", "task_fvd_protocol",
+           "fvd_extractor_name", "load_video_extractor", "fvd_entry",
            "video_entries", "real_video_lengths", "real_video"]
 
 VIDEO_METRICS = ("fvd", "clip_frame_consistency", "first_frame_consistency", "temporal_flickering",
@@ -97,6 +98,23 @@ def task_fvd_protocol(task, n: int) -> tuple[FVDProtocol, dict]:
     return protocol, deviations
 
 
+#: the weights-registry file of each downloadable video feature network (the shipped ``shapes-cnn-video`` needs none)
+VIDEO_EXTRACTOR_WEIGHTS = {"i3d_tfhub_ts": "i3d-styleganv", "i3d_pt400": "i3d-pt400",
+                           "videomae_v2_g_ssv2": "videomae-v2-g-ssv2"}
+
+
+def fvd_extractor_name(task) -> str:
+    """The clip feature network of the task's FVD protocol (as :func:`task_fvd_protocol` chooses it), without
+    reading any data: what the preflight checks before a run."""
+    name = task.metrics.get("fvd_protocol")
+    if name is None:
+        return "shapes-cnn-video" if task.metric_settings.extractor.startswith("shapes-") else \
+            PROTOCOLS["styleganv_fvd2048_16f"].extractor
+    if name in PROTOCOLS:
+        return PROTOCOLS[name].extractor
+    return "shapes-cnn-video"  # shapes_fvd_<T>f (an unknown name fails when the run scores, naming the protocols)
+
+
 def load_video_extractor(name: str, device: str = "cpu"):
     """The clip feature network a protocol names, as ``clips uint8 [n, F, 3, H, W] -> [n, d]`` with ``describe()``."""
     from cgmbench import weights
@@ -108,17 +126,17 @@ def load_video_extractor(name: str, device: str = "cpu"):
     if name == "i3d_tfhub_ts":
         from cgmbench.extractors.i3d import load_styleganv_detector
 
-        path, _ = weights.resolve("i3d-styleganv")
+        path, _ = weights.resolve(VIDEO_EXTRACTOR_WEIGHTS[name])
         return load_styleganv_detector(path).to(device)
     if name == "i3d_pt400":
         from cgmbench.extractors.i3d import I3DPt400
 
-        path, _ = weights.resolve("i3d-pt400")
+        path, _ = weights.resolve(VIDEO_EXTRACTOR_WEIGHTS[name])
         return I3DPt400(path).to(device)
     if name == "videomae_v2_g_ssv2":
         from cgmbench.extractors.videomae import VideoMAEv2Extractor
 
-        path, _ = weights.resolve("videomae-v2-g-ssv2")
+        path, _ = weights.resolve(VIDEO_EXTRACTOR_WEIGHTS[name])
         return VideoMAEv2Extractor(path).to(device)
     raise CgmbenchError(f"the {name} video extractor is not available in this version",
                         "use the styleganv_fvd2048_16f, tats_fvd2048 or cdfvd_videomae protocol")

@@ -35,11 +35,13 @@ def test_offline_run_names_exactly_the_files_to_fetch(tmp_path, monkeypatch):
     with pytest.raises(CgmbenchError) as err:
         cgmbench.run("cub200-t2i", "attngan", num_samples=4, out=str(tmp_path / "run"))
     msg = str(err.value)
-    # the preflight: the three official files, the CUB data and the FID Inception, at once
-    assert "needs 5 file(s)" in msg
+    # the preflight, at once: the generator's three official files, the CUB data, the FID Inception, the IS
+    # classifier (StackGAN's CUB-fine-tuned Inception) and R-precision's DAMSM image encoder
+    assert "needs 7 file(s)" in msg
     for name in ("bird_AttnGAN2.pth", "text_encoder200.pth", "bird-captions.pickle", str(tmp_path / "data" / "birds"),
-                 "cgmbench weights fetch inception-v3"):
+                 "cgmbench weights fetch inception-v3)", "inception-v3-cub-finetuned (is)", "image_encoder200.pth"):
         assert name in msg
+    assert "(8)" not in msg  # the DAMSM text encoder and vocabulary, shared by generator and R-precision: listed once
 
 
 @pytest.mark.slow

@@ -149,6 +149,12 @@ def test_offline_run_names_the_files(tmp_path, monkeypatch, capsys):
     assert rc != 0
     assert "latte-ucf101.pt" in err and "huggingface.co/maxin-cn/Latte/resolve/main/ucf101.pt" in err
     assert "sd-vae-ft-ema.safetensors" in err
+    # the scoring side, in the same message: FVD's I3D (the task's styleganv protocol), the real UCF-101 videos and
+    # the CLIP extractor of the frame-consistency metrics
+    assert "i3d_torchscript.pt" in err and "cgmbench weights fetch i3d-styleganv" in err
+    assert str(tmp_path / "home" / "data" / "ucf101") in err and "UCF101.rar" in err
+    assert "clip-vit-l-14 (clip_frame_consistency)" in err
+    assert "needs 5 file(s)" in err
 
 
 def _tiny_class_latte(tmp_path: Path) -> Path:
