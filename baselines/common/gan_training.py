@@ -34,7 +34,7 @@ from baselines.common.monitor import LossLog, TrainingMonitor, import_jsonl_log
 from cgmbench.generator import Knob
 from cgmbench.seeding import derive_seed, torch_generator
 
-__all__ = ["GAN_KNOBS", "truncated_noise", "ca_kl_loss", "matching_aware_d_loss", "generator_adv_loss", "upscale_nearest",
+__all__ = ["GAN_KNOBS", "with_defaults", "truncated_noise", "ca_kl_loss", "matching_aware_d_loss", "generator_adv_loss", "upscale_nearest",
            "mismatched_indices", "GANTrainLoop"]
 
 
@@ -45,6 +45,20 @@ GAN_KNOBS = (
     Knob("ca_noise", "on", "conditioning-augmentation noise: on = c ~ N(mu, sigma^2) as the papers sample; "
          "off = c = mu", kind="choice", choices=("on", "off")),
 )
+
+
+def with_defaults(knobs: tuple[Knob, ...], defaults: dict) -> tuple[Knob, ...]:
+    """``knobs`` with the defaults a shipped file names (its recipe's chosen point); an unknown name or a value out
+    of the knob's range is one clear error."""
+    import dataclasses
+
+    from cgmbench.errors import CgmbenchError
+
+    by_name = {k.name: k for k in knobs}
+    unknown = sorted(set(defaults) - set(by_name))
+    if unknown:
+        raise CgmbenchError(f"the checkpoint sets defaults for unknown knobs {unknown}", f"known: {', '.join(by_name)}")
+    return tuple(dataclasses.replace(k, default=k.parse(defaults[k.name])) if k.name in defaults else k for k in knobs)
 
 
 def truncated_noise(shape, generator: torch.Generator | None, truncation: float = 0.0) -> torch.Tensor:

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-from baselines.common.gan_training import GAN_KNOBS, truncated_noise
+from baselines.common.gan_training import GAN_KNOBS, truncated_noise, with_defaults
 from baselines.common.shipped import _is_cgmbench_file, read_shipped
 from baselines.common.text_encoders import check_prompts
 from baselines.stackgan.checkpoints import load_stage2_generator
 from baselines.stackgan.models import STAGE1_G, STAGE2_G
-from baselines.stackgan.text import ShapesOneHotText, check_vocabulary
+from baselines.stackgan.text import ShapesOneHotText, check_vocabulary, shapes_text_input
 from cgmbench.errors import CgmbenchError
 from cgmbench.generator import CheckpointInfo, Generator, to_uint8
 from cgmbench.seeding import torch_generator
@@ -50,8 +50,10 @@ class StackGANGenerator(Generator):
     description = "StackGAN (Zhang et al. 2017): conditioning augmentation + stacked GAN generators; no guidance"
 
     def __init__(self, net: STAGE1_G | STAGE2_G, *, text: ShapesOneHotText | None, resolution: int,
-                 checkpoint: CheckpointInfo | None = None, device: str = "cpu"):
+                 checkpoint: CheckpointInfo | None = None, device: str = "cpu", defaults: dict | None = None):
         super().__init__((resolution, resolution), checkpoint=checkpoint, device=device)
+        if defaults:  # a shipped file's own defaults (the point of its Pareto frontier), e.g. {"truncation": 1.0}
+            self.knobs = with_defaults(GAN_KNOBS, defaults)
         self.net = net.to(device).eval()
         self.text = text
         self.stage = 2 if isinstance(net, STAGE2_G) else 1
@@ -103,7 +105,12 @@ class StackGANGenerator(Generator):
             raise CgmbenchError(f"{path} is a {config.get('model')!r} checkpoint, not a stackgan one",
                                 f"load it with --model {config.get('model')}")
         check_vocabulary(config["vocabulary"], path)
-        text = ShapesOneHotText(config["context_length"])
+        text = shapes_text_input(config.get("text_input", "onehot"), config["context_length"])
+        trained_on = config.get("text_input_sha256")
+        if trained_on and trained_on != getattr(text, "weights_sha256", None):
+            raise CgmbenchError(f"{path} was trained on the {text.name} text encoder with sha256 {trained_on[:12]}..., "
+                                f"this cgmbench has {str(text.weights_sha256)[:12]}...",
+                                "retrain it with this version (`cgmbench train --model stackgan`)")
         net = STAGE1_G(**config["g"])
         sd = {k[len("netG."):]: v for k, v in tensors.items() if k.startswith("netG.")}
         try:
@@ -112,8 +119,10 @@ class StackGANGenerator(Generator):
             raise CgmbenchError(f"{path}: the tensors do not match STAGE1_G{tuple(config['g'].values())}: "
                                 f"{str(e).splitlines()[0]}") from None
         info = CheckpointInfo(info.name, info.sha256, info.path, info.source,
-                              extra={"stage": 1, "text_encoder": "shapes one-hot (fixed)"})
-        return cls(net, text=text, resolution=64, checkpoint=info, device=device)
+                              extra={"stage": 1, "text_encoder": ("shapes-clip text tower (fixed, sha256 "
+                                                                  f"{text.weights_sha256})" if text.name == "shapes-clip"
+                                                                  else "shapes one-hot (fixed)")})
+        return cls(net, text=text, resolution=64, checkpoint=info, device=device, defaults=config.get("defaults"))
 
     @classmethod
     def from_official(cls, path, info: CheckpointInfo | None = None, device: str = "cpu") -> "StackGANGenerator":

@@ -160,6 +160,40 @@ def test_stackgan_samples_are_per_seed_and_knobs_act(stackgan_file):
         model.generate(_conds(TEXTS[:1]), [5], guidance_scale=2.0)
 
 
+def test_stackgan_joint_text_input_round_trips_and_carries_colour(tmp_path):
+    from baselines.stackgan.text import ShapesJointText, shapes_text_input
+    from cgmbench.extractors.registry import get_extractor
+
+    text = shapes_text_input("shapes-clip", 16)
+    assert isinstance(text, ShapesJointText) and text.dim == 128
+    caps = ["a large red square", "a large blue square"]
+    emb, info = text(caps)
+    # exactly the shipped shapes-clip text tower, and the two colours are far apart in it
+    assert torch.equal(emb, get_extractor("shapes-clip").encode_text(caps).float())
+    assert (emb[0] - emb[1]).norm() > 0.3 * emb[0].norm() and info["truncated"] == 0
+    g = dict(z_dim=8, gf_dim=2, condition_dim=6, text_dim=text.dim)
+    torch.manual_seed(0)
+    net = _randomize_bn(STAGE1_G(**g))
+    config = {"model": "stackgan", "name": "t", "stage": 1, "context_length": 16, "text_input": "shapes-clip",
+              "vocabulary": list(text.vocabulary), "g": g, "resolution": 64}
+    path = save_shipped(tmp_path / "sgj.safetensors", {f"netG.{k}": v for k, v in net.state_dict().items()}, config, {})
+    model = StackGANGenerator.from_shipped_file(path, CheckpointInfo("t"))
+    assert "shapes-clip" in model.checkpoint.extra["text_encoder"]
+    got = model.generate(_conds(TEXTS[:1]), [5], truncation=0.5, ca_noise="off")
+    z = truncated_noise((1, 8), torch_generator(5), 0.5)
+    with torch.no_grad():
+        ref = model.net(text(TEXTS[:1])[0], z, ca_eps=torch.zeros(1, 6))[1]
+    assert (got.float() - ((ref + 1) * 127.5).round().clamp(0, 255)).abs().max() <= 1
+    other = save_shipped(tmp_path / "other.safetensors", {f"netG.{k}": v for k, v in net.state_dict().items()},
+                         dict(config, text_input_sha256="0" * 64), {})
+    with pytest.raises(CgmbenchError, match="trained on the shapes-clip text encoder with sha256 000000000000"):
+        StackGANGenerator.from_shipped_file(other, CheckpointInfo("t"))
+    with pytest.raises(CgmbenchError, match="unknown stackgan text input"):
+        StackGANGenerator.from_shipped_file(
+            save_shipped(tmp_path / "bad.safetensors", {f"netG.{k}": v for k, v in net.state_dict().items()},
+                         dict(config, text_input="char-cnn-rnn"), {}), CheckpointInfo("t"))
+
+
 def test_stackgan_refuses_other_family_and_vocabulary_mismatch(stackgan_file, tmp_path):
     path, net, config = stackgan_file
     with pytest.raises(CgmbenchError, match="attngan"):
