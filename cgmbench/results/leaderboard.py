@@ -112,6 +112,29 @@ def collect_records(task: str, roots: list[str | Path] | None = None, warn=None)
     return found
 
 
+def record_tasks(roots: list[Path]) -> list[str]:
+    """The task names of the run records under ``roots`` (sorted); a root that does not exist is an error, as in
+    :func:`collect_records`."""
+    tasks = set()
+    for root in roots:
+        if not root.exists():
+            raise CgmbenchError(f"--runs {root}: the folder does not exist",
+                                "give a folder of runs (e.g. a sweep's --out), or leave --runs out")
+        for path in [root] if root.is_file() else sorted(root.rglob("*.json")):
+            if path.name in _SKIP_NAMES or path.name.startswith(".") or path.is_symlink():
+                continue
+            try:
+                if path.stat().st_size > MAX_RECORD_BYTES:
+                    continue
+                rec = read_json(path, "record", "run record", MAX_RECORD_BYTES, strict=False)
+            except (OSError, CgmbenchError):
+                continue
+            if isinstance(rec, dict) and rec.get("schema") == SCHEMA and isinstance(rec.get("task"), dict) \
+                    and isinstance(rec["task"].get("name"), str):
+                tasks.add(rec["task"]["name"])
+    return sorted(tasks)
+
+
 def malformed(rec: dict) -> str | None:
     """What makes a record unusable for a table (wrong field types: hand-edited or foreign), or None."""
     model = rec.get("model")

@@ -41,7 +41,7 @@ SHIPPED_BASELINES: dict[str, tuple[str, ...]] = {
     "shapes-t2i": ("ldm", "sd3", "stackgan", "attngan", "parti"),
     "shapes-paired": ("pix2pix",),
     "shapes-unpaired": ("cyclegan",),
-    "shapes-edit": ("sdedit", "inpaint", "instruct-pix2pix"),
+    "shapes-edit": ("sdedit", "inpaint", "instruct-pix2pix", "p2p"),
     "shapes-t2v": ("latte",),
     "digits-cc": ("dit",),
 }
