@@ -31,7 +31,7 @@ from pathlib import Path
 
 from cgmbench.errors import CgmbenchError
 
-__all__ = ["SHIPPED_BASELINES", "REFERENCE_MODELS", "REGENERATE_COMMAND", "shipped_tasks", "regenerate",
+__all__ = ["SHIPPED_BASELINES", "REFERENCE_MODELS", "REGENERATE_COMMAND", "shipped_tasks", "run_shipped", "regenerate",
            "write_task_tables", "published_rows", "render_published_markdown", "render_published_html",
            "write_published", "write_index"]
 
@@ -78,6 +78,24 @@ def _up_to_date(dest: Path, run_json: Path) -> bool:
             and doc.get("samples_sha256") == rec.get("samples_sha256"))
 
 
+def run_shipped(task: str, model: str, num_samples: int, seed: int = 0, batch_size: int = 64, device: str = "cpu",
+                work: str | Path | None = None, log=print) -> tuple[Path, dict]:
+    """Run ``model`` (default checkpoint and knobs) on ``task`` into ``WORK/<task>/<model>-<digest>/`` (module
+    docstring), resuming a finished or interrupted run of the same configuration; returns ``(folder, record)``.
+    ``cgmbench regenerate-leaderboards`` and ``benchmarks/bench_baselines.py`` share these folders."""
+    from cgmbench.run.config import RunConfig
+    from cgmbench.run.runner import run
+    from cgmbench.run.steps import prepare
+
+    work = Path(work) if work is not None else _default_work()
+    cfg = RunConfig(task=task, model=model, num_samples=num_samples, seed=seed, batch_size=batch_size,
+                    device=device, out=str(work / task), resume=True, progress=False)
+    p = prepare(cfg)  # loads the model: its checkpoint's SHA-256 names the run
+    out = work / task / f"{model}-{_config_digest(p.config)[:12]}"
+    log(f"[{task}] {model}: N={num_samples}, seed {seed} -> {out}")
+    return out, run(replace(cfg, out=str(out)), log=log)
+
+
 def regenerate(tasks: list[str] | None = None, models: list[str] | None = None, num_samples: int | None = None,
                seed: int = 0, batch_size: int = 64, device: str = "cpu", work: str | Path | None = None,
                root: str | Path | None = None, tables_only: bool = False, log=print) -> list[Path]:
@@ -87,9 +105,6 @@ def regenerate(tasks: list[str] | None = None, models: list[str] | None = None, 
     from cgmbench.atomic import atomic_write_json
     from cgmbench.results.leaderboard import leaderboards_root
     from cgmbench.results.submit import accepted_document, verify
-    from cgmbench.run.config import RunConfig
-    from cgmbench.run.runner import run
-    from cgmbench.run.steps import prepare
     from cgmbench.spec.task import load_task
 
     root = Path(root) if root is not None else leaderboards_root()
@@ -115,14 +130,10 @@ def regenerate(tasks: list[str] | None = None, models: list[str] | None = None, 
             kept: set[Path] = set()
             for model in wanted:
                 t0 = time.perf_counter()
-                cfg = RunConfig(task=task.name, model=model, num_samples=n, seed=seed, batch_size=batch_size,
-                                device=device, out=str(work / task.name), resume=True)
-                p = prepare(cfg)  # loads the model: its checkpoint's SHA-256 names the run
-                out = work / task.name / f"{model}-{_config_digest(p.config)[:12]}"
                 dest = board / RECORDS / f"{model}.json"
                 kept.add(dest)
-                log(f"[{task.name}] {model}: N={n}, seed {seed} -> {out}")
-                run(replace(cfg, out=str(out)), log=log)
+                out, _ = run_shipped(task.name, model, n, seed=seed, batch_size=batch_size, device=device,
+                                     work=work, log=log)
                 if _up_to_date(dest, out / "run.json"):
                     log(f"[{task.name}] {model}: record up to date ({dest})")
                     continue

@@ -7,9 +7,13 @@ Everything submitted is treated as hostile:
   (``$.metrics.judge.overall.ci95[1]: …``). ``identity_sha256`` must match the content.
 * Provenance: the task must be a known task by name with the same spec hash; the record's
   cgmbench version must share this version's major.minor; the judge version must be this
-  version's; every feature metric (FID, CLIP score, …) must carry ``protocol``, ``extractor``,
-  ``weights_sha256``, ``reference_stats_sha256`` and ``n``, with the task's protocol and extractor
-  and, where cgmbench knows the extractor's weights, their hash; each metric's N equals the run's.
+  version's; every metric compared with reference statistics (FID, KID, CLIP score, …) must carry
+  ``protocol``, ``extractor``, ``weights_sha256``, ``reference_stats_sha256`` and ``n``, with the
+  task's protocol and extractor; masked, temporal and judge-based metrics (``psnr_bg``,
+  ``motion_accuracy``, ``edit_success``, …) carry what their pass records
+  (:func:`cgmbench.catalog.provenance_fields`); an entry naming an extractor carries its weights'
+  hash, which must be the known one where cgmbench knows the file; each metric's N equals the
+  run's (less the samples a metric leaves out by definition and counts, ``left_out_same_captions``).
 * Samples (``--samples``): a folder or a ``.zip``/``.tar``/``.tar.gz`` holding a sample store
   (``index.json`` + ``.npy`` shards, as ``cgmbench run`` writes) or PNG files named by sample
   index (``0.png`` … ``N-1.png``, any zero padding). Archives are never extracted with
@@ -178,21 +182,31 @@ def check_provenance(rec: dict):
             if entry["overall"]["n"] != n:
                 raise SubmissionRejected(f"{path}.overall.n: {entry['overall']['n']} samples scored, the run has {n}")
             continue
-        if entry["n"] != n:
-            raise SubmissionRejected(f"{path}.n: {entry['n']} samples scored, the run has {n}")
-        if entry.get("extractor") is None:  # pixel metrics: no extractor, no protocol to match
+        # a metric undefined on some samples by its definition says how many it left out (clip_direction: edits
+        # whose source and target captions are equal)
+        left_out = entry.get("left_out_same_captions", 0)
+        if not isinstance(left_out, int) or isinstance(left_out, bool) or entry["n"] + left_out != n:
+            scored = f"{entry['n']} samples scored" + (f" and {left_out} left out" if left_out else "")
+            raise SubmissionRejected(f"{path}.n: {scored}, the run has {n}")
+        if entry.get("extractor") is None:  # pixel, masked and judge metrics: no extractor, no protocol to match
             continue
-        from cgmbench.catalog import in_group
+        from cgmbench.catalog import metric_spec
         from cgmbench.scoring.harness import default_clip_extractor
 
+        group = metric_spec(mname).group
+        settings = task.metric_settings
         if mname == "lpips":  # its own network and preprocessing, whatever the task's FID protocol
             from cgmbench.extractors.lpips import LPIPS_VERSION
 
             wanted = {"extractor": "lpips-alex", "protocol": LPIPS_VERSION}
-        elif mname in in_group("clip"):  # clip_score / cmmd: the task's CLIP extractor, its own preprocessing
+        elif group == "clip":  # clip_score / cmmd: the task's CLIP extractor, its own preprocessing
             wanted = {"extractor": default_clip_extractor(task)}
-        else:
-            wanted = {"protocol": task.metric_settings.protocol, "extractor": task.metric_settings.extractor}
+        elif group == "features":  # the task's extractor and protocol (IS: its own classifier when it names one)
+            own_is = mname == "is" and settings.is_extractor
+            wanted = {"protocol": settings.protocol,
+                      "extractor": settings.is_extractor if own_is else settings.extractor}
+        else:  # video and sample metrics name their own extractor (FVD's protocol, shapes-clip); re-scoring
+            wanted = {}  # recomputes them with this version's definition, and the weights are checked below
         for f, want in wanted.items():
             if want is not None and entry[f] != want:
                 raise SubmissionRejected(f"{path}.{f}: {entry[f]!r}, but task {task.name} uses {want!r}")

@@ -92,3 +92,22 @@ def test_unknown_task_or_model_is_one_clear_error(tmp_path, capsys):
     assert "no shipped leaderboard for task(s) coco-t2i" in capsys.readouterr().err
     assert main(["regenerate-leaderboards", "--model", "nosuch", "--leaderboards", str(tmp_path)]) == 2
     assert "nosuch: not a shipped baseline or reference model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_editing_and_video_records_are_verified(tmp_path, capsys):
+    """shapes-edit and shapes-t2v records have metrics without reference statistics (masked, temporal, judge-based)
+    and a CLIP direction that leaves out the moves: the verifier accepts them and re-scores every metric."""
+    root = tmp_path / "leaderboards"
+    assert main(["regenerate-leaderboards", "--task", "shapes-edit", "--task", "shapes-t2v", "--model", "oracle",
+                 "--num-samples", "12", "--device", "cpu", "--work", str(tmp_path / "work"),
+                 "--leaderboards", str(root)]) == 0
+    edit = json.loads((root / "shapes-edit" / "records" / "oracle.json").read_text())
+    assert set(edit["metrics"]) == set(edit["submission"]["rescored"]) >= {"edit_success", "psnr_bg",
+                                                                           "clip_direction_shapes_clip"}
+    direction = edit["metrics"]["clip_direction_shapes_clip"]
+    assert direction["left_out_same_captions"] > 0 and direction["n"] + direction["left_out_same_captions"] == 12
+    assert edit["metrics"]["psnr_bg"]["reference_stats_sha256"] is None
+    video = json.loads((root / "shapes-t2v" / "records" / "oracle.json").read_text())
+    assert set(video["metrics"]) == set(video["submission"]["rescored"]) >= {"fvd", "motion_accuracy", "judge"}
+    assert "| oracle |" in (root / "shapes-t2v" / "README.md").read_text()
