@@ -540,8 +540,11 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 """
 
 
-def render_html(lb: Leaderboard, figure_png: bytes | None = None, caption: str = "") -> str:
-    """A self-contained static page: one sortable table per comparability group, the Pareto figure."""
+def render_html(lb: Leaderboard, figure_png: bytes | None = None, caption: str = "", generated: str | None = None
+                ) -> str:
+    """A self-contained static page: one sortable table per comparability group, the Pareto figure.
+    ``generated``: what the page says it was made from (default: the current UTC time; the shipped boards give
+    their records' latest verification time, so unchanged records make the same bytes)."""
     import base64
     from datetime import datetime, timezone
 
@@ -558,7 +561,7 @@ def render_html(lb: Leaderboard, figure_png: bytes | None = None, caption: str =
         ".note{color:#555}figure img{max-width:100%}</style></head><body>",
         f"<h1>{e(lb.task)}: ranked by {e(lb.metric)}</h1>",
         f"<p class='note'>{e(table_caption(lb))}. Click a column header to sort. Generated "
-        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by cgmbench.</p>",
+        f"{e(generated or datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))} by cgmbench.</p>",
     ]
     for g, part in lb.df.groupby("group", sort=True):
         parts.append(f"<h2>Group {g}</h2><p class='note' id='group-{g}-note'>{e(lb.group_notes[g])}</p>")

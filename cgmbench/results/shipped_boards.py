@@ -32,7 +32,7 @@ from pathlib import Path
 from cgmbench.errors import CgmbenchError
 
 __all__ = ["SHIPPED_BASELINES", "REFERENCE_MODELS", "REGENERATE_COMMAND", "shipped_tasks", "run_shipped", "regenerate",
-           "write_task_tables", "published_rows", "render_published_markdown", "render_published_html",
+           "regenerate_command", "write_task_tables", "published_rows", "render_published_markdown", "render_published_html",
            "write_published", "write_index"]
 
 #: every baseline cgmbench ships weights for (or runs training-free on shipped weights), per offline task
@@ -165,6 +165,16 @@ def _records(task: str, root: Path) -> list[tuple[Path, dict]]:
     return [(p.relative_to(board), r) for p, r in found]
 
 
+def regenerate_command(ns: list[int], tasks: list[str]) -> str:
+    """The command that regenerates boards of ``tasks`` whose records are at the sample counts ``ns``:
+    ``--num-samples`` is named when they share one N other than the tasks' own."""
+    from cgmbench.spec.task import load_task
+
+    ns = sorted(set(ns))
+    own = {load_task(t).num_samples for t in tasks}
+    return REGENERATE_COMMAND + (f" --num-samples {ns[0]}" if len(ns) == 1 and own != {ns[0]} else "")
+
+
 def write_task_tables(task: str, root: str | Path) -> list[Path]:
     """``README.md``, ``leaderboard.csv`` and ``index.html`` of ``root/<task>`` from its ``records/``."""
     from cgmbench.atomic import atomic_write_bytes
@@ -188,7 +198,8 @@ def write_task_tables(task: str, root: str | Path) -> list[Path]:
         f"[`{RECORDS}/`]({RECORDS}/), every column in [`leaderboard.csv`](leaderboard.csv), the page with the "
         "Pareto figure in [`index.html`](index.html).",
         "",
-        f"Regenerate (resumable; `--num-samples` for a quicker, smaller N): `{REGENERATE_COMMAND} --task {task}`. "
+        f"Regenerate (resumable; rows of unchanged runs are kept as they are): "
+        f"`{regenerate_command(ns, [task])} --task {task}`. "
         "Published numbers of the real tasks are a separate table, [`../published.md`](../published.md), never "
         "ranked with these rows.",
         "",
@@ -197,7 +208,10 @@ def write_task_tables(task: str, root: str | Path) -> list[Path]:
     files = [board / "README.md", board / "leaderboard.csv"]
     atomic_write_bytes(files[0], ("\n".join(intro) + render_markdown(lb) + "\n").encode("utf-8"))
     atomic_write_bytes(files[1], render_csv(lb).encode("utf-8"))
-    files.append(write_html(lb, roots=[board / RECORDS], out=board / "index.html", records=records))
+    verified = sorted(str((r.get("submission") or {}).get("accepted_at", "")) for _, r in records)
+    stamp = f"from records verified up to {verified[-1]}" if verified and verified[-1] else "from its records"
+    files.append(write_html(lb, roots=[board / RECORDS], out=board / "index.html", records=records,
+                            generated=stamp))
     return files
 
 
@@ -305,19 +319,23 @@ def write_index(root: str | Path) -> Path:
              "reference models (`cgmbench run`, then re-scored from the samples), next to the tables made from them: "
              "`README.md` (markdown), `leaderboard.csv` and `index.html`. Accepted submissions (`cgmbench submit`) "
              "are written into the same `<task>/` folders. `cgmbench leaderboard --task T` ranks all of them.", "",
-             f"Regenerate everything with `{REGENERATE_COMMAND}` (resumable; `--task`, `--model`, `--num-samples`, "
-             "`--device`; `docs/leaderboards.md`).", "",
              ]
     from cgmbench.spec.task import load_task
 
-    table = []
+    table, all_ns, boards = [], [], []
     for task in shipped_tasks():
         records = sorted((root / task / RECORDS).glob("*.json"))
         if not records:
             continue
         ns = sorted({json.loads(p.read_text()).get("n") for p in records})
+        all_ns += ns
+        boards.append(task)
         table.append(f"| `{task}` | {load_task(task).kind} | {len(records)} | {', '.join(map(str, ns))} | "
                      f"[{task}/README.md]({task}/README.md) |")
+    command = regenerate_command(all_ns, boards) if boards else REGENERATE_COMMAND
+    lines += [f"Regenerate everything with `{command}` (resumable: finished runs are reused and the records of "
+              "unchanged runs kept as they are; `--task`, `--model`, `--num-samples`, `--device`; "
+              "`docs/leaderboards.md`).", ""]
     if table:
         lines += ["| task | kind | rows | N | table |", "|---|---|---|---|---|", *table]
     else:

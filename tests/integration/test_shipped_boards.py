@@ -51,9 +51,11 @@ def test_one_model_small_n_writes_verified_records_and_tables_and_resumes(tmp_pa
     assert [(r["model"], r["status"], r["n"], r["path"]) for r in rows] == [
         ("pix2pix", "verified", "8", "records/pix2pix.json")]
     readme = (board / "README.md").read_text()
-    assert "N = 8, seed 0" in readme and "| pix2pix |" in readme and "cgmbench regenerate-leaderboards --task " \
-        "shapes-paired" in readme
-    assert "| `shapes-paired` | paired-translation | 1 | 8 |" in (root / "README.md").read_text()
+    assert "N = 8, seed 0" in readme and "| pix2pix |" in readme and "`cgmbench regenerate-leaderboards " \
+        "--num-samples 8 --task shapes-paired`" in readme  # the command names the N the board was made at
+    index = (root / "README.md").read_text()
+    assert "| `shapes-paired` | paired-translation | 1 | 8 |" in index
+    assert "`cgmbench regenerate-leaderboards --num-samples 8`" in index
     # `cgmbench leaderboard` reads the board like any folder of runs
     assert [r["model"]["spec"] for _, r in collect_records("shapes-paired", [root / "shapes-paired"])] == ["pix2pix"]
 
@@ -63,6 +65,11 @@ def test_one_model_small_n_writes_verified_records_and_tables_and_resumes(tmp_pa
     err = capsys.readouterr().err
     assert "run already complete" in err and "record up to date" in err
     assert (board / "records" / "pix2pix.json").read_bytes() == before
+    # and the tables made from unchanged records are the same bytes (a rerun leaves no diff to commit)
+    tables = {f: f.read_bytes() for f in (board / "README.md", board / "leaderboard.csv", board / "index.html",
+                                          root / "README.md", root / "published.md")}
+    assert main(args[:-6] + ["--leaderboards", str(root), "--tables-only"]) == 0
+    assert {f: f.read_bytes() for f in tables} == tables
 
 
 @pytest.mark.slow
