@@ -32,8 +32,8 @@ from pathlib import Path
 from cgmbench.errors import CgmbenchError
 
 __all__ = ["SHIPPED_BASELINES", "REFERENCE_MODELS", "REGENERATE_COMMAND", "shipped_tasks", "run_shipped", "regenerate",
-           "regenerate_command", "write_task_tables", "published_rows", "render_published_markdown", "render_published_html",
-           "write_published", "write_index"]
+           "regenerate_command", "write_task_tables", "published_rows", "render_published_markdown",
+           "render_published_html", "write_published", "write_index"]
 
 #: every baseline cgmbench ships weights for (or runs training-free on shipped weights), per offline task
 SHIPPED_BASELINES: dict[str, tuple[str, ...]] = {
