@@ -48,6 +48,9 @@ class MetricSpec:
     #: ``requires(task) -> [Requirement]``: files it reads beyond what its group's pass declares (the run's
     #: preflight, :mod:`cgmbench.run.preflight`, checks them before sampling), or None
     requires: Callable[[Any], list] | None = None
+    #: the fields beside ``value`` that a submitted entry must carry (:func:`provenance_fields`); None: its group's
+    #: (:data:`GROUP_PROVENANCE`)
+    provenance: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.direction not in ("min", "max"):
@@ -155,6 +158,24 @@ def direction(metric: str) -> str:
     return table[base]
 
 
+#: what a submitted entry must say about how it was made, by harness pass. Only the passes that compare with
+#: reference statistics (or with the true targets, or the prompt list) have a ``reference_stats_sha256``; masked,
+#: temporal, judge-based and other sample-only metrics have none, and a submission is not asked for one.
+FEATURE_PROVENANCE = ("protocol", "extractor", "weights_sha256", "reference_stats_sha256", "n")
+GROUP_PROVENANCE = {
+    "features": FEATURE_PROVENANCE, "clip": FEATURE_PROVENANCE, "lpips": FEATURE_PROVENANCE,
+    "pixel": ("protocol", "reference_stats_sha256", "n"), "model": ("protocol", "reference_stats_sha256", "n"),
+    "judge": ("n",), "video": ("n",), "samples": ("n",),
+}
+
+
+def provenance_fields(metric: str) -> tuple[str, ...]:
+    """The fields beside ``value`` a submitted entry of ``metric`` must carry (an entry naming an ``extractor``
+    must also carry its ``weights_sha256``; :func:`cgmbench.run.record.validate_record`)."""
+    spec = metric_spec(metric)
+    return spec.provenance if spec.provenance is not None else GROUP_PROVENANCE[spec.group]
+
+
 def tolerance(metric: str) -> tuple[float, float]:
     return metric_spec(metric).tolerance
 
@@ -166,10 +187,12 @@ for _spec in (
     MetricSpec("judge", "max", "judge", "exact shapes-world judge: fraction of conditions met (per attribute too)",
                tolerance=(1e-6, 0.0)),
     MetricSpec("fcn_score", "max", "judge", "per-pixel accuracy of the judge's colour classes against the true "
-               "label map (the FCN-score analogue of the shapes world)", kinds=frozenset({"paired-translation"})),
+               "label map (the FCN-score analogue of the shapes world)", kinds=frozenset({"paired-translation"}),
+               provenance=("protocol", "n")),
     MetricSpec("fid", "min", "features", "Fréchet distance of feature moments (float64, symmetric eigen method)"),
     MetricSpec("kid", "min", "features", "kernel inception distance: unbiased polynomial MMD^2 over subsets"),
-    MetricSpec("is", "max", "features", "Inception Score (torch-fidelity splits)"),
+    MetricSpec("is", "max", "features", "Inception Score (torch-fidelity splits)",
+               provenance=("protocol", "extractor", "weights_sha256", "n")),  # no reference side
     MetricSpec("precision_recall", "max", "features", "k-NN manifold precision and recall (k = 3)",
                parts=("precision", "recall")),
     MetricSpec("clip_score", "max", "clip", "100 * max(cos(image, prompt), 0), averaged"),
@@ -218,7 +241,8 @@ for _spec in (
                compute=_editing_compute("edit_success")),
     MetricSpec("clip_direction_shapes_clip", "max", "samples", "CLIP directional similarity cos(I1 - I0, T1 - T0) "
                "with the shipped shapes-clip backbone", kinds=frozenset({"editing"}),
-               compute=_editing_compute("clip_direction_shapes_clip")),
+               compute=_editing_compute("clip_direction_shapes_clip"),
+               provenance=("protocol", "extractor", "weights_sha256", "n")),
 ):
     register_metric(_spec)
 
@@ -242,9 +266,13 @@ for _spec in (
 # pass (cgmbench/scoring/video.py) on lossless uint8 [N, T, 3, H, W] samples
 for _spec in (
     MetricSpec("fvd", "min", "video", "Fréchet video distance under the task's named FVD protocol "
-               "(clip features of I3D, VideoMAE-v2 or the shapes-cnn-video stand-in)", tolerance=(1e-6, 1e-6)),
-    MetricSpec("clip_frame_consistency", "max", "video", "mean cosine of consecutive frame embeddings (CLIP-Temp)"),
-    MetricSpec("first_frame_consistency", "max", "video", "mean cosine of every later frame with the first"),
+               "(clip features of I3D, VideoMAE-v2 or the shapes-cnn-video stand-in)", tolerance=(1e-6, 1e-6),
+               # its reference side is the real clips it drew (computed each time, no cached statistics)
+               provenance=("protocol", "extractor", "weights_sha256", "real_clip_starts_sha256", "n")),
+    MetricSpec("clip_frame_consistency", "max", "video", "mean cosine of consecutive frame embeddings (CLIP-Temp)",
+               provenance=("extractor", "weights_sha256", "n")),
+    MetricSpec("first_frame_consistency", "max", "video", "mean cosine of every later frame with the first",
+               provenance=("extractor", "weights_sha256", "n")),
     MetricSpec("temporal_flickering", "max", "video", "VBench: (255 - mean abs consecutive-frame difference)/255"),
     MetricSpec("dynamic_degree", "max", "video", "fraction of videos that move (VBench rule, frame differences)"),
     MetricSpec("motion_accuracy", "max", "video", "shapes judge: objects tracked and moving the captioned way",

@@ -63,7 +63,7 @@ def register(subparsers) -> None:
                                      "highlighted. By default x is the task kind's adherence metric and y its "
                                      "fidelity metric (never two distances). The format follows the extension of "
                                      "--out (.png or .svg).")
-    pp.add_argument("--task", required=True)
+    pp.add_argument("--task", help="the task (may be left out with --runs when its records are of one task)")
     pp.add_argument("--runs", action="append", metavar="DIR", help="folder of runs (repeatable)")
     pp.add_argument("--x", metavar="METRIC",
                     help="metric on the x axis (default: the task kind's adherence metric: clip_score for "
@@ -119,6 +119,22 @@ def _task_name(task: str) -> str:
     return load_task(task).name
 
 
+def _task_of_runs(runs: list[str] | None) -> str:
+    """The one task whose records are under the ``--runs`` folders (``plot pareto`` without ``--task``)."""
+    from pathlib import Path
+
+    from cgmbench.results.leaderboard import record_tasks
+
+    if not runs:
+        raise CgmbenchError("plot pareto needs --task (or --runs with the records of one task)",
+                            "e.g. cgmbench plot pareto --task shapes-cc")
+    tasks = record_tasks([Path(r) for r in runs])
+    if len(tasks) != 1:
+        found = f"records of {len(tasks)} tasks ({', '.join(tasks)})" if tasks else "no run records"
+        raise CgmbenchError(f"--runs {', '.join(runs)}: {found}; give --task", "e.g. --task shapes-cc")
+    return _task_name(tasks[0])
+
+
 def cmd_leaderboard(args) -> int:
     from cgmbench.results import leaderboard as lbm
 
@@ -151,7 +167,7 @@ def cmd_plot(args) -> int:
     from cgmbench.results import plots
 
     if args.plot_kind == "pareto":
-        args.task = _task_name(args.task)
+        args.task = _task_name(args.task) if args.task else _task_of_runs(args.runs)
         out = args.out or f"pareto-{args.task}.png"
         path = plots.plot_pareto(args.task, out, x=args.x, y=args.y, roots=args.runs, warn=_log)
     elif args.plot_kind == "gif":

@@ -112,6 +112,29 @@ def collect_records(task: str, roots: list[str | Path] | None = None, warn=None)
     return found
 
 
+def record_tasks(roots: list[Path]) -> list[str]:
+    """The task names of the run records under ``roots`` (sorted); a root that does not exist is an error, as in
+    :func:`collect_records`."""
+    tasks = set()
+    for root in roots:
+        if not root.exists():
+            raise CgmbenchError(f"--runs {root}: the folder does not exist",
+                                "give a folder of runs (e.g. a sweep's --out), or leave --runs out")
+        for path in [root] if root.is_file() else sorted(root.rglob("*.json")):
+            if path.name in _SKIP_NAMES or path.name.startswith(".") or path.is_symlink():
+                continue
+            try:
+                if path.stat().st_size > MAX_RECORD_BYTES:
+                    continue
+                rec = read_json(path, "record", "run record", MAX_RECORD_BYTES, strict=False)
+            except (OSError, CgmbenchError):
+                continue
+            if isinstance(rec, dict) and rec.get("schema") == SCHEMA and isinstance(rec.get("task"), dict) \
+                    and isinstance(rec["task"].get("name"), str):
+                tasks.add(rec["task"]["name"])
+    return sorted(tasks)
+
+
 def malformed(rec: dict) -> str | None:
     """What makes a record unusable for a table (wrong field types: hand-edited or foreign), or None."""
     model = rec.get("model")
@@ -517,8 +540,11 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 """
 
 
-def render_html(lb: Leaderboard, figure_png: bytes | None = None, caption: str = "") -> str:
-    """A self-contained static page: one sortable table per comparability group, the Pareto figure."""
+def render_html(lb: Leaderboard, figure_png: bytes | None = None, caption: str = "", generated: str | None = None
+                ) -> str:
+    """A self-contained static page: one sortable table per comparability group, the Pareto figure.
+    ``generated``: what the page says it was made from (default: the current UTC time; the shipped boards give
+    their records' latest verification time, so unchanged records make the same bytes)."""
     import base64
     from datetime import datetime, timezone
 
@@ -535,7 +561,7 @@ def render_html(lb: Leaderboard, figure_png: bytes | None = None, caption: str =
         ".note{color:#555}figure img{max-width:100%}</style></head><body>",
         f"<h1>{e(lb.task)}: ranked by {e(lb.metric)}</h1>",
         f"<p class='note'>{e(table_caption(lb))}. Click a column header to sort. Generated "
-        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by cgmbench.</p>",
+        f"{e(generated or datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))} by cgmbench.</p>",
     ]
     for g, part in lb.df.groupby("group", sort=True):
         parts.append(f"<h2>Group {g}</h2><p class='note' id='group-{g}-note'>{e(lb.group_notes[g])}</p>")

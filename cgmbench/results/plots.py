@@ -319,8 +319,10 @@ def sample_grid(folder: str | Path, out: str | Path, columns: int = 8, rows_per_
     return Path(out)
 
 
-def write_html(lb: Leaderboard, roots=None, out: str | Path | None = None, records=None) -> Path:
-    """Write ``leaderboards/<task>/index.html`` (or ``out``) with the Pareto figure when one can be drawn."""
+def write_html(lb: Leaderboard, roots=None, out: str | Path | None = None, records=None,
+               generated: str | None = None) -> Path:
+    """Write ``leaderboards/<task>/index.html`` (or ``out``) with the Pareto figure when one can be drawn
+    (``generated``: :func:`cgmbench.results.leaderboard.render_html`)."""
     from cgmbench.atomic import atomic_write_bytes
 
     png, caption = None, ""
@@ -330,5 +332,5 @@ def write_html(lb: Leaderboard, roots=None, out: str | Path | None = None, recor
     except CgmbenchError as err:  # e.g. only one metric recorded: the table alone
         caption = f"no Pareto figure: {err}"
     path = Path(out) if out else leaderboard_dir(lb.task) / "index.html"
-    atomic_write_bytes(path, render_html(lb, png, caption).encode("utf-8"))
+    atomic_write_bytes(path, render_html(lb, png, caption, generated=generated).encode("utf-8"))
     return path

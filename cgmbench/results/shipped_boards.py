@@ -31,9 +31,9 @@ from pathlib import Path
 
 from cgmbench.errors import CgmbenchError
 
-__all__ = ["SHIPPED_BASELINES", "REFERENCE_MODELS", "REGENERATE_COMMAND", "shipped_tasks", "regenerate",
-           "write_task_tables", "published_rows", "render_published_markdown", "render_published_html",
-           "write_published", "write_index"]
+__all__ = ["SHIPPED_BASELINES", "REFERENCE_MODELS", "REGENERATE_COMMAND", "shipped_tasks", "run_shipped", "regenerate",
+           "regenerate_command", "write_task_tables", "published_rows", "render_published_markdown",
+           "render_published_html", "write_published", "write_index"]
 
 #: every baseline cgmbench ships weights for (or runs training-free on shipped weights), per offline task
 SHIPPED_BASELINES: dict[str, tuple[str, ...]] = {
@@ -41,7 +41,7 @@ SHIPPED_BASELINES: dict[str, tuple[str, ...]] = {
     "shapes-t2i": ("ldm", "sd3", "stackgan", "attngan", "parti"),
     "shapes-paired": ("pix2pix",),
     "shapes-unpaired": ("cyclegan",),
-    "shapes-edit": ("sdedit", "inpaint", "instruct-pix2pix"),
+    "shapes-edit": ("sdedit", "inpaint", "instruct-pix2pix", "p2p"),
     "shapes-t2v": ("latte",),
     "digits-cc": ("dit",),
 }
@@ -78,6 +78,24 @@ def _up_to_date(dest: Path, run_json: Path) -> bool:
             and doc.get("samples_sha256") == rec.get("samples_sha256"))
 
 
+def run_shipped(task: str, model: str, num_samples: int, seed: int = 0, batch_size: int = 64, device: str = "cpu",
+                work: str | Path | None = None, log=print) -> tuple[Path, dict]:
+    """Run ``model`` (default checkpoint and knobs) on ``task`` into ``WORK/<task>/<model>-<digest>/`` (module
+    docstring), resuming a finished or interrupted run of the same configuration; returns ``(folder, record)``.
+    ``cgmbench regenerate-leaderboards`` and ``benchmarks/bench_baselines.py`` share these folders."""
+    from cgmbench.run.config import RunConfig
+    from cgmbench.run.runner import run
+    from cgmbench.run.steps import prepare
+
+    work = Path(work) if work is not None else _default_work()
+    cfg = RunConfig(task=task, model=model, num_samples=num_samples, seed=seed, batch_size=batch_size,
+                    device=device, out=str(work / task), resume=True, progress=False)
+    p = prepare(cfg)  # loads the model: its checkpoint's SHA-256 names the run
+    out = work / task / f"{model}-{_config_digest(p.config)[:12]}"
+    log(f"[{task}] {model}: N={num_samples}, seed {seed} -> {out}")
+    return out, run(replace(cfg, out=str(out)), log=log)
+
+
 def regenerate(tasks: list[str] | None = None, models: list[str] | None = None, num_samples: int | None = None,
                seed: int = 0, batch_size: int = 64, device: str = "cpu", work: str | Path | None = None,
                root: str | Path | None = None, tables_only: bool = False, log=print) -> list[Path]:
@@ -87,9 +105,6 @@ def regenerate(tasks: list[str] | None = None, models: list[str] | None = None, 
     from cgmbench.atomic import atomic_write_json
     from cgmbench.results.leaderboard import leaderboards_root
     from cgmbench.results.submit import accepted_document, verify
-    from cgmbench.run.config import RunConfig
-    from cgmbench.run.runner import run
-    from cgmbench.run.steps import prepare
     from cgmbench.spec.task import load_task
 
     root = Path(root) if root is not None else leaderboards_root()
@@ -115,14 +130,10 @@ def regenerate(tasks: list[str] | None = None, models: list[str] | None = None, 
             kept: set[Path] = set()
             for model in wanted:
                 t0 = time.perf_counter()
-                cfg = RunConfig(task=task.name, model=model, num_samples=n, seed=seed, batch_size=batch_size,
-                                device=device, out=str(work / task.name), resume=True)
-                p = prepare(cfg)  # loads the model: its checkpoint's SHA-256 names the run
-                out = work / task.name / f"{model}-{_config_digest(p.config)[:12]}"
                 dest = board / RECORDS / f"{model}.json"
                 kept.add(dest)
-                log(f"[{task.name}] {model}: N={n}, seed {seed} -> {out}")
-                run(replace(cfg, out=str(out)), log=log)
+                out, _ = run_shipped(task.name, model, n, seed=seed, batch_size=batch_size, device=device,
+                                     work=work, log=log)
                 if _up_to_date(dest, out / "run.json"):
                     log(f"[{task.name}] {model}: record up to date ({dest})")
                     continue
@@ -154,6 +165,16 @@ def _records(task: str, root: Path) -> list[tuple[Path, dict]]:
     return [(p.relative_to(board), r) for p, r in found]
 
 
+def regenerate_command(ns: list[int], tasks: list[str]) -> str:
+    """The command that regenerates boards of ``tasks`` whose records are at the sample counts ``ns``:
+    ``--num-samples`` is named when they share one N other than the tasks' own."""
+    from cgmbench.spec.task import load_task
+
+    ns = sorted(set(ns))
+    own = {load_task(t).num_samples for t in tasks}
+    return REGENERATE_COMMAND + (f" --num-samples {ns[0]}" if len(ns) == 1 and own != {ns[0]} else "")
+
+
 def write_task_tables(task: str, root: str | Path) -> list[Path]:
     """``README.md``, ``leaderboard.csv`` and ``index.html`` of ``root/<task>`` from its ``records/``."""
     from cgmbench.atomic import atomic_write_bytes
@@ -177,7 +198,8 @@ def write_task_tables(task: str, root: str | Path) -> list[Path]:
         f"[`{RECORDS}/`]({RECORDS}/), every column in [`leaderboard.csv`](leaderboard.csv), the page with the "
         "Pareto figure in [`index.html`](index.html).",
         "",
-        f"Regenerate (resumable; `--num-samples` for a quicker, smaller N): `{REGENERATE_COMMAND} --task {task}`. "
+        f"Regenerate (resumable; rows of unchanged runs are kept as they are): "
+        f"`{regenerate_command(ns, [task])} --task {task}`. "
         "Published numbers of the real tasks are a separate table, [`../published.md`](../published.md), never "
         "ranked with these rows.",
         "",
@@ -186,7 +208,10 @@ def write_task_tables(task: str, root: str | Path) -> list[Path]:
     files = [board / "README.md", board / "leaderboard.csv"]
     atomic_write_bytes(files[0], ("\n".join(intro) + render_markdown(lb) + "\n").encode("utf-8"))
     atomic_write_bytes(files[1], render_csv(lb).encode("utf-8"))
-    files.append(write_html(lb, roots=[board / RECORDS], out=board / "index.html", records=records))
+    verified = sorted(str((r.get("submission") or {}).get("accepted_at", "")) for _, r in records)
+    stamp = f"from records verified up to {verified[-1]}" if verified and verified[-1] else "from its records"
+    files.append(write_html(lb, roots=[board / RECORDS], out=board / "index.html", records=records,
+                            generated=stamp))
     return files
 
 
@@ -294,19 +319,23 @@ def write_index(root: str | Path) -> Path:
              "reference models (`cgmbench run`, then re-scored from the samples), next to the tables made from them: "
              "`README.md` (markdown), `leaderboard.csv` and `index.html`. Accepted submissions (`cgmbench submit`) "
              "are written into the same `<task>/` folders. `cgmbench leaderboard --task T` ranks all of them.", "",
-             f"Regenerate everything with `{REGENERATE_COMMAND}` (resumable; `--task`, `--model`, `--num-samples`, "
-             "`--device`; `docs/leaderboards.md`).", "",
              ]
     from cgmbench.spec.task import load_task
 
-    table = []
+    table, all_ns, boards = [], [], []
     for task in shipped_tasks():
         records = sorted((root / task / RECORDS).glob("*.json"))
         if not records:
             continue
         ns = sorted({json.loads(p.read_text()).get("n") for p in records})
+        all_ns += ns
+        boards.append(task)
         table.append(f"| `{task}` | {load_task(task).kind} | {len(records)} | {', '.join(map(str, ns))} | "
                      f"[{task}/README.md]({task}/README.md) |")
+    command = regenerate_command(all_ns, boards) if boards else REGENERATE_COMMAND
+    lines += [f"Regenerate everything with `{command}` (resumable: finished runs are reused and the records of "
+              "unchanged runs kept as they are; `--task`, `--model`, `--num-samples`, `--device`; "
+              "`docs/leaderboards.md`).", ""]
     if table:
         lines += ["| task | kind | rows | N | table |", "|---|---|---|---|---|", *table]
     else:

@@ -7,9 +7,13 @@ Everything submitted is treated as hostile:
   (``$.metrics.judge.overall.ci95[1]: …``). ``identity_sha256`` must match the content.
 * Provenance: the task must be a known task by name with the same spec hash; the record's
   cgmbench version must share this version's major.minor; the judge version must be this
-  version's; every feature metric (FID, CLIP score, …) must carry ``protocol``, ``extractor``,
-  ``weights_sha256``, ``reference_stats_sha256`` and ``n``, with the task's protocol and extractor
-  and, where cgmbench knows the extractor's weights, their hash; each metric's N equals the run's.
+  version's; every metric compared with reference statistics (FID, KID, CLIP score, …) must carry
+  ``protocol``, ``extractor``, ``weights_sha256``, ``reference_stats_sha256`` and ``n``, with the
+  task's protocol and extractor; masked, temporal and judge-based metrics (``psnr_bg``,
+  ``motion_accuracy``, ``edit_success``, …) carry what their pass records
+  (:func:`cgmbench.catalog.provenance_fields`); an entry naming an extractor carries its weights'
+  hash, which must be the known one where cgmbench knows the file; each metric's N equals the
+  run's (less the samples a metric leaves out by definition and counts, ``left_out_same_captions``).
 * Samples (``--samples``): a folder or a ``.zip``/``.tar``/``.tar.gz`` holding a sample store
   (``index.json`` + ``.npy`` shards, as ``cgmbench run`` writes) or PNG files named by sample
   index (``0.png`` … ``N-1.png``, any zero padding). Archives are never extracted with
@@ -18,8 +22,9 @@ Everything submitted is treated as hostile:
   copying) and written below a private temporary folder. Pickles are refused (``.pkl``/``.pt``/
   ``.ckpt``/… files, files starting with a pickle opcode, ``.npy`` object arrays, which
   ``numpy.load(allow_pickle=False)`` never unpickles). Images go through
-  :func:`cgmbench.images.read_image` with a pixel limit of exactly the task's image size (the
-  decompression-bomb guard). The samples must hash to the record's ``samples_sha256``; they are
+  :func:`cgmbench.images.read_image` with a pixel limit of exactly the sample size (the
+  decompression-bomb guard): the task's, or the model's native size when the record's ``samples``
+  block names it and the resize protocol that brings it to the task's (:func:`submitted_sample_shape`). The samples must hash to the record's ``samples_sha256``; they are
   then re-scored with :func:`cgmbench.scoring.harness.compute_metrics` and every re-computed metric must
   agree with the claim within the metric's tolerance in the catalog (:mod:`cgmbench.catalog`; ``|claimed - rescored| <= abs + rel * |rescored|``).
 * An accepted submission is written with :func:`cgmbench.atomic.atomic_create_json` into
@@ -60,6 +65,8 @@ MAX_JSON_BYTES = 1024 * 1024
 MAX_ARCHIVE_BYTES = 1024 * 1024 * 1024
 MAX_MEMBERS = 20000
 MAX_DEPTH = 32
+#: the largest native sample side a submission may claim (SD3-medium samples at 1024²)
+MAX_NATIVE_SIDE = 4096
 #: ``(absolute, relative)`` tolerance of a re-scored metric against its claim
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".bin", ".joblib", ".npz", ".sav")
 _SHARD_NAME = re.compile(r"^\d{8}-\d{8}\.npy$")
@@ -175,21 +182,31 @@ def check_provenance(rec: dict):
             if entry["overall"]["n"] != n:
                 raise SubmissionRejected(f"{path}.overall.n: {entry['overall']['n']} samples scored, the run has {n}")
             continue
-        if entry["n"] != n:
-            raise SubmissionRejected(f"{path}.n: {entry['n']} samples scored, the run has {n}")
-        if entry.get("extractor") is None:  # pixel metrics: no extractor, no protocol to match
+        # a metric undefined on some samples by its definition says how many it left out (clip_direction: edits
+        # whose source and target captions are equal)
+        left_out = entry.get("left_out_same_captions", 0)
+        if not isinstance(left_out, int) or isinstance(left_out, bool) or entry["n"] + left_out != n:
+            scored = f"{entry['n']} samples scored" + (f" and {left_out} left out" if left_out else "")
+            raise SubmissionRejected(f"{path}.n: {scored}, the run has {n}")
+        if entry.get("extractor") is None:  # pixel, masked and judge metrics: no extractor, no protocol to match
             continue
-        from cgmbench.catalog import in_group
+        from cgmbench.catalog import metric_spec
         from cgmbench.scoring.harness import default_clip_extractor
 
+        group = metric_spec(mname).group
+        settings = task.metric_settings
         if mname == "lpips":  # its own network and preprocessing, whatever the task's FID protocol
             from cgmbench.extractors.lpips import LPIPS_VERSION
 
             wanted = {"extractor": "lpips-alex", "protocol": LPIPS_VERSION}
-        elif mname in in_group("clip"):  # clip_score / cmmd: the task's CLIP extractor, its own preprocessing
+        elif group == "clip":  # clip_score / cmmd: the task's CLIP extractor, its own preprocessing
             wanted = {"extractor": default_clip_extractor(task)}
-        else:
-            wanted = {"protocol": task.metric_settings.protocol, "extractor": task.metric_settings.extractor}
+        elif group == "features":  # the task's extractor and protocol (IS: its own classifier when it names one)
+            own_is = mname == "is" and settings.is_extractor
+            wanted = {"protocol": settings.protocol,
+                      "extractor": settings.is_extractor if own_is else settings.extractor}
+        else:  # video and sample metrics name their own extractor (FVD's protocol, shapes-clip); re-scoring
+            wanted = {}  # recomputes them with this version's definition, and the weights are checked below
         for f, want in wanted.items():
             if want is not None and entry[f] != want:
                 raise SubmissionRejected(f"{path}.{f}: {entry[f]!r}, but task {task.name} uses {want!r}")
@@ -362,15 +379,57 @@ def _store_root(root: Path) -> tuple[str, Path]:
     raise SubmissionRejected("the samples hold neither a sample store (index.json + .npy shards) nor PNG images")
 
 
+def submitted_sample_shape(rec: dict, task) -> tuple[tuple[int, ...], str | None]:
+    """``(shape of each stored sample, resize protocol or None)`` the submitted samples must have.
+
+    Samples are stored at the model's native resolution (:mod:`cgmbench.scoring.resize`). A record whose
+    ``samples`` block says they were made at another resolution than the task's and names the resize protocol that
+    brings them to it (``native_resolution``, ``eval_resolution``, ``resize``, as ``cgmbench run`` writes) is
+    re-scored from native-size samples resized by that protocol, exactly as the run scored them; the same
+    conditions as for a run hold (a square native size, a task that is not scored pixel by pixel, at most
+    :data:`MAX_NATIVE_SIDE` pixels a side). Without such a block the samples are at the task's resolution."""
+    from cgmbench.scoring.resize import PROTOCOLS, check_model_resolution
+
+    shape = task.sample_shape()
+    block = rec.get("samples")
+    if not isinstance(block, dict) or block.get("resize") in (None, "none"):
+        return shape, None
+    where = "$.samples"
+    protocol = _get(block, "resize", where, "string")
+    if protocol not in PROTOCOLS:
+        raise SubmissionRejected(f"{where}.resize: unknown resize protocol {protocol[:40]!r}",
+                                 f"known: {', '.join(PROTOCOLS)}")
+    native = _get(block, "native_resolution", where, "array")
+    evaluated = _get(block, "eval_resolution", where, "array")
+    for name, v in (("native_resolution", native), ("eval_resolution", evaluated)):
+        if len(v) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= MAX_NATIVE_SIDE
+                                  for x in v):
+            raise SubmissionRejected(f"{where}.{name}: expected [height, width], each 1..{MAX_NATIVE_SIDE}")
+    if list(evaluated) != [task.resolution, task.resolution]:
+        raise SubmissionRejected(f"{where}.eval_resolution: {evaluated}, but task {task.name} is scored at "
+                                 f"{[task.resolution, task.resolution]}")
+    try:
+        check_model_resolution(tuple(native), task, "the submitted model")
+    except CgmbenchError as e:
+        raise SubmissionRejected(f"{where}.native_resolution: {e.message}", e.hint) from None
+    native_shape = (*shape[:-2], *native)
+    if block.get("sample_shape") is not None and tuple(block["sample_shape"]) != native_shape:
+        raise SubmissionRejected(f"{where}.sample_shape: {block['sample_shape']}, but native_resolution {native} "
+                                 f"means {list(native_shape)}")
+    return native_shape, protocol
+
+
 def load_samples(root: Path, task, rec: dict, workdir: Path):
-    """A fresh :class:`~cgmbench.run.samples.SampleStore` in ``workdir`` with the validated samples."""
+    """A fresh :class:`~cgmbench.run.samples.SampleStore` in ``workdir`` with the validated samples (at the shape
+    :func:`submitted_sample_shape` says, with the record's resize protocol in the store's configuration)."""
     from cgmbench.images import IMAGE_SUFFIXES, read_image
     from cgmbench.run.samples import FORMAT, SampleStore
 
     _scan_folder(root)
     n = rec["n"]
-    shape = task.sample_shape()
-    store = SampleStore.create(workdir / "store", {"task": task.name, "submitted": True}, shape)
+    shape, protocol = submitted_sample_shape(rec, task)
+    config = {"task": task.name, "submitted": True, **({"resize": protocol} if protocol else {})}
+    store = SampleStore.create(workdir / "store", config, shape)
     kind, folder = _store_root(root)
     if kind == "store":
         index_path = folder / "index.json"
@@ -432,7 +491,8 @@ def load_samples(root: Path, task, rec: dict, workdir: Path):
                     raise SubmissionRejected(f"sample {i}: {e.message}") from None
                 if img.shape != shape:
                     raise SubmissionRejected(f"image {by_index[i].name} is {img.shape[2]}x{img.shape[1]}; "
-                                             f"task {task.name} needs {w}x{h}")
+                                             f"{'the record says' if protocol else f'task {task.name} needs'} "
+                                             f"{w}x{h}")
                 batch.append(img)
             store.write_shard(start, np.stack(batch))
     missing = store.missing(n)

@@ -102,8 +102,9 @@ def validate_record(record: dict, where: str = "run record", submission: bool = 
 
     Every record: a JSON object of this schema with the required fields, a positive ``n`` and a metrics object.
     ``submission=True`` (``cgmbench submit``) checks a record from outside field by field as well: no unknown
-    field, every type, known metric names, intervals that contain their value, and the provenance of every
-    feature metric (:data:`FEATURE_PROVENANCE`)."""
+    field, every type, known metric names, intervals that contain their value, and the provenance each metric's
+    pass records (:func:`cgmbench.catalog.provenance_fields`: the full :data:`FEATURE_PROVENANCE` of a metric
+    compared with reference statistics, less of masked, temporal and judge-based ones)."""
     if submission:
         _validate_submission(record)
         return
@@ -122,7 +123,8 @@ def validate_record(record: dict, where: str = "run record", submission: bool = 
 
 # ---------------------------------------------------------------- field-by-field checks of submissions
 
-FEATURE_PROVENANCE = ("protocol", "extractor", "weights_sha256", "reference_stats_sha256", "n")
+#: the provenance fields of a feature metric (the catalog says which metric needs which: provenance_fields)
+from cgmbench.catalog import FEATURE_PROVENANCE  # noqa: E402
 
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -182,7 +184,7 @@ def _check_interval(entry: dict, path: str, value: float) -> None:
 
 def _validate_submission(rec: dict) -> None:
     """Field-by-field check of a submitted run record (raises :class:`RecordInvalid`)."""
-    from cgmbench.catalog import known_metrics
+    from cgmbench.catalog import known_metrics, provenance_fields
 
     KNOWN_METRICS = known_metrics()
 
@@ -237,12 +239,14 @@ def _validate_submission(rec: dict) -> None:
         else:
             v = _get(entry, "value", path, "number")
             _check_interval(entry, path, v)
-            network = entry.get("extractor") is not None  # psnr / ssim / fcn_score use no network
-            for f in FEATURE_PROVENANCE:
+            # what the metric's pass records (catalog.provenance_fields): only metrics compared with reference
+            # statistics carry reference_stats_sha256; an entry naming a network carries its weights' hash
+            required = set(provenance_fields(mname))
+            if entry.get("extractor") is not None:
+                required |= {"extractor", "weights_sha256"}
+            for f in dict.fromkeys((*FEATURE_PROVENANCE, *sorted(required))):
                 kind = "integer" if f == "n" else "hex64" if f.endswith("sha256") else "string"
-                optional = (f in ("extractor", "weights_sha256") and not network) or (
-                    f == "reference_stats_sha256" and mname == "is")  # IS has no reference side
-                _get(entry, f, path, kind, optional=optional)
+                _get(entry, f, path, kind, optional=f not in required)
     pending = _get(rec, "metrics_pending", "$", "array", optional=True) or []
     for i, p in enumerate(pending):
         _check(p, f"$.metrics_pending[{i}]", "string")

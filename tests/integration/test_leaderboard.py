@@ -269,6 +269,27 @@ def test_unknown_task_and_missing_runs_folder_are_one_line(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "missing: the folder does not exist" in err[0]
     code, _, err = _main(capsys, "leaderboard", "--task", TASK, "--runs", str(tmp_path / "missing"))
     assert code == 2 and len(err) == 1 and "missing: the folder does not exist" in err[0]
+    # without --task too (the issue's `plot pareto --runs missing/`): the folder, not a usage error
+    code, _, err = _main(capsys, "plot", "pareto", "--runs", str(tmp_path / "missing") + "/")
+    assert code == 2 and len(err) == 1 and "missing: the folder does not exist" in err[0]
+
+
+def test_plot_pareto_takes_the_task_of_its_runs(tmp_path, capsys):
+    runs = write_runs(tmp_path / "runs", _cc_records())
+    code, out, _ = _main(capsys, "plot", "pareto", "--runs", str(runs), "--out", str(tmp_path / "p.svg"))
+    assert code == 0 and out.strip() == str(tmp_path / "p.svg")
+    assert _axis_labels((tmp_path / "p.svg").read_text()) == ("precision_recall (higher is better)",
+                                                              "fid (lower is better)")
+    write_runs(tmp_path / "runs" / "t2i", sweep_records())  # now two tasks under --runs: which one is not guessed
+    code, _, err = _main(capsys, "plot", "pareto", "--runs", str(runs), "--out", str(tmp_path / "q.svg"))
+    assert code == 2 and len(err) == 1 and f"records of 2 tasks (shapes-cc, {TASK}); give --task" in err[0]
+    code, _, err = _main(capsys, "plot", "pareto", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "e.svg"))
+    assert code == 2 and "the folder does not exist" in err[0]
+    (tmp_path / "empty").mkdir()
+    code, _, err = _main(capsys, "plot", "pareto", "--runs", str(tmp_path / "empty"))
+    assert code == 2 and len(err) == 1 and "no run records; give --task" in err[0]
+    code, _, err = _main(capsys, "plot", "pareto")
+    assert code == 2 and len(err) == 1 and "plot pareto needs --task" in err[0]
 
 
 def _axis_labels(svg: str) -> tuple[str, str]:

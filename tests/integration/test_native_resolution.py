@@ -215,3 +215,49 @@ def test_a_store_of_another_size_without_a_protocol_is_refused(tmp_path):
     np.testing.assert_array_equal(np.concatenate([a for _, a in view.iter_batches(3)]), x[..., 1::2, 1::2])
     same = SampleStore.create(tmp_path / "u", {"task": "shapes-t2i"}, (3, 32, 32))
     assert for_scoring(same, task) is same
+
+
+def _reidentified(rec: dict, edit) -> dict:
+    rec = json.loads(json.dumps(rec))
+    edit(rec)
+    rec["identity_sha256"] = identity_digest(rec)
+    return rec
+
+
+@pytest.mark.slow  # two runs of the verifier over the FID/CLIP passes
+def test_verifier_rescores_native_resolution_samples_by_the_recorded_protocol(tmp_path, monkeypatch):
+    """A 64x64 model on the 32x32 shapes-t2i (StackGAN/AttnGAN's case): the verifier accepts the native samples
+    because the record names the resize protocol, re-scores them resized exactly as the run did, and refuses a
+    record whose resize block does not match the samples or the task."""
+    from cgmbench.images import save_png
+    from cgmbench.results.submit import SubmissionRejected, verify
+
+    monkeypatch.setattr(Sized, "side", (64, 64))
+    register_model("sized-test", Sized)
+    out = tmp_path / "r"
+    rec = run(RunConfig(task="shapes-t2i", model="sized-test", num_samples=6, batch_size=4, out=str(out),
+                        progress=False), log=lambda m: None)
+    checked = verify(out / "run.json", samples=out)
+    assert checked["rescored"]["fid"] == pytest.approx(rec["metrics"]["fid"]["value"], rel=1e-9)
+    assert {"judge", "fid", "clip_score"} <= set(checked["rescored"])
+    # the same samples as 64x64 PNG files
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    for i, img in enumerate(SampleStore.open(out / "samples").read(0, 6)):
+        save_png(img, pngs / f"{i}.png")
+    assert verify(out / "run.json", samples=pngs)["rescored"]["fid"] == checked["rescored"]["fid"]
+
+    def rejected(edit, match):
+        path = tmp_path / "edited.json"
+        path.write_text(json.dumps(_reidentified(rec, edit)))
+        with pytest.raises(SubmissionRejected, match=match):
+            verify(path, samples=out)
+
+    def no_resize(r):
+        r["samples"].update(resize="none", native_resolution=[32, 32], sample_shape=[3, 32, 32])
+    rejected(no_resize, r"is uint8 \(4, 3, 64, 64\); expected uint8 \(4, 3, 32, 32\)")  # task size claimed
+    rejected(lambda r: r["samples"].update(resize="lanczos"), "unknown resize protocol 'lanczos'")
+    rejected(lambda r: r["samples"].update(eval_resolution=[64, 64]), r"scored at \[32, 32\]")
+    rejected(lambda r: r["samples"].update(native_resolution=[64, 48]), "aspect ratio differs")
+    rejected(lambda r: r["samples"].update(native_resolution=[99999, 99999]), r"each 1\.\.4096")
+    rejected(lambda r: r["samples"].update(native_resolution=[48, 48]), r"sample_shape: \[3, 64, 64\]")

@@ -51,9 +51,11 @@ def test_one_model_small_n_writes_verified_records_and_tables_and_resumes(tmp_pa
     assert [(r["model"], r["status"], r["n"], r["path"]) for r in rows] == [
         ("pix2pix", "verified", "8", "records/pix2pix.json")]
     readme = (board / "README.md").read_text()
-    assert "N = 8, seed 0" in readme and "| pix2pix |" in readme and "cgmbench regenerate-leaderboards --task " \
-        "shapes-paired" in readme
-    assert "| `shapes-paired` | paired-translation | 1 | 8 |" in (root / "README.md").read_text()
+    assert "N = 8, seed 0" in readme and "| pix2pix |" in readme and "`cgmbench regenerate-leaderboards " \
+        "--num-samples 8 --task shapes-paired`" in readme  # the command names the N the board was made at
+    index = (root / "README.md").read_text()
+    assert "| `shapes-paired` | paired-translation | 1 | 8 |" in index
+    assert "`cgmbench regenerate-leaderboards --num-samples 8`" in index
     # `cgmbench leaderboard` reads the board like any folder of runs
     assert [r["model"]["spec"] for _, r in collect_records("shapes-paired", [root / "shapes-paired"])] == ["pix2pix"]
 
@@ -63,6 +65,11 @@ def test_one_model_small_n_writes_verified_records_and_tables_and_resumes(tmp_pa
     err = capsys.readouterr().err
     assert "run already complete" in err and "record up to date" in err
     assert (board / "records" / "pix2pix.json").read_bytes() == before
+    # and the tables made from unchanged records are the same bytes (a rerun leaves no diff to commit)
+    tables = {f: f.read_bytes() for f in (board / "README.md", board / "leaderboard.csv", board / "index.html",
+                                          root / "README.md", root / "published.md")}
+    assert main(args[:-6] + ["--leaderboards", str(root), "--tables-only"]) == 0
+    assert {f: f.read_bytes() for f in tables} == tables
 
 
 @pytest.mark.slow
@@ -92,3 +99,22 @@ def test_unknown_task_or_model_is_one_clear_error(tmp_path, capsys):
     assert "no shipped leaderboard for task(s) coco-t2i" in capsys.readouterr().err
     assert main(["regenerate-leaderboards", "--model", "nosuch", "--leaderboards", str(tmp_path)]) == 2
     assert "nosuch: not a shipped baseline or reference model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_editing_and_video_records_are_verified(tmp_path, capsys):
+    """shapes-edit and shapes-t2v records have metrics without reference statistics (masked, temporal, judge-based)
+    and a CLIP direction that leaves out the moves: the verifier accepts them and re-scores every metric."""
+    root = tmp_path / "leaderboards"
+    assert main(["regenerate-leaderboards", "--task", "shapes-edit", "--task", "shapes-t2v", "--model", "oracle",
+                 "--num-samples", "12", "--device", "cpu", "--work", str(tmp_path / "work"),
+                 "--leaderboards", str(root)]) == 0
+    edit = json.loads((root / "shapes-edit" / "records" / "oracle.json").read_text())
+    assert set(edit["metrics"]) == set(edit["submission"]["rescored"]) >= {"edit_success", "psnr_bg",
+                                                                           "clip_direction_shapes_clip"}
+    direction = edit["metrics"]["clip_direction_shapes_clip"]
+    assert direction["left_out_same_captions"] > 0 and direction["n"] + direction["left_out_same_captions"] == 12
+    assert edit["metrics"]["psnr_bg"]["reference_stats_sha256"] is None
+    video = json.loads((root / "shapes-t2v" / "records" / "oracle.json").read_text())
+    assert set(video["metrics"]) == set(video["submission"]["rescored"]) >= {"fvd", "motion_accuracy", "judge"}
+    assert "| oracle |" in (root / "shapes-t2v" / "README.md").read_text()

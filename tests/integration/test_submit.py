@@ -253,3 +253,47 @@ def test_hostile_and_malformed_submissions_are_rejected(runs, lb, tmp_path, monk
         assert nothing_written(lb), name
     assert not (tmp_path.parent / "evil.png").exists() and not Path("/tmp/cgmbench-abs.png").exists()
     assert not [p for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("cgmbench-submit-*")]
+
+
+def _record_with(metrics: dict, task: str = "shapes-edit", kind: str = "editing") -> dict:
+    return {"schema": "cgmbench.run/1", "identity_sha256": "a" * 64,
+            "task": {"name": task, "kind": kind, "spec_sha256": "c" * 64},
+            "model": {"name": "m", "spec": "m", "knobs": {}}, "n": 10, "seed": 0, "samples_sha256": "d" * 64,
+            "metrics": metrics, "environment": {"cgmbench": "0.1.0"}, "timings": {}}
+
+
+def test_only_metrics_compared_with_reference_statistics_must_name_them():
+    """Editing and video records: masked, temporal and judge-based metrics have no reference statistics, so a
+    submission is not asked for their digest; FID (and FVD's real clips) still must name theirs."""
+    from cgmbench.run.record import RecordInvalid, validate_record
+
+    masked = {"value": 30.0, "ci95": [29.0, 31.0], "n": 10, "protocol": "masked_mean", "extractor": None,
+              "weights_sha256": None, "reference_stats_sha256": None}
+    edit = {"psnr_bg": masked, "edit_success": {**masked, "value": 0.5, "ci95": [0.2, 0.8], "protocol": "shapes-judge"},
+            "clip_direction_shapes_clip": {"value": 0.3, "ci95": [0.1, 0.5], "n": 8, "left_out_same_captions": 2,
+                                           "protocol": "clean", "extractor": "shapes-clip", "weights_sha256": "e" * 64,
+                                           "reference_stats_sha256": None}}
+    validate_record(_record_with(edit), "$", submission=True)
+    video = {"motion_accuracy": {"value": 0.4, "ci95": [0.1, 0.7], "n": 10, "protocol": None, "extractor": None,
+                                 "weights_sha256": None, "reference_stats_sha256": None},
+             "temporal_flickering": {"value": 0.9, "ci95": None, "n": 10},
+             "clip_frame_consistency": {"value": 0.9, "ci95": None, "n": 10, "extractor": "shapes-clip",
+                                        "weights_sha256": "e" * 64},
+             "fvd": {"value": 700.0, "ci95": [600.0, 900.0], "n": 10, "protocol": "shapes_fvd_8f",
+                     "extractor": "shapes-cnn-video", "weights_sha256": "e" * 64, "real_clip_starts_sha256": "f" * 64}}
+    validate_record(_record_with(video, "shapes-t2v", "text-to-video"), "$", submission=True)
+
+    def refused(metrics, match, task="shapes-edit", kind="editing"):
+        with pytest.raises(RecordInvalid, match=match):
+            validate_record(_record_with(metrics, task, kind), "$", submission=True)
+
+    fid = {"value": 10.0, "ci95": [9.0, 11.0], "n": 10, "protocol": "clean", "extractor": "shapes-cnn",
+           "weights_sha256": "a" * 64, "reference_stats_sha256": None}
+    refused({**edit, "fid": fid}, r"\$\.metrics\.fid\.reference_stats_sha256: expected a 64-digit")
+    refused({**video, "fvd": {k: v for k, v in video["fvd"].items() if k != "real_clip_starts_sha256"}},
+            r"\$\.metrics\.fvd\.real_clip_starts_sha256: missing", "shapes-t2v", "text-to-video")
+    refused({**video, "clip_frame_consistency": {"value": 0.9, "ci95": None, "n": 10, "extractor": "shapes-clip"}},
+            r"\$\.metrics\.clip_frame_consistency\.weights_sha256: missing", "shapes-t2v", "text-to-video")
+    refused({"psnr_bg": {k: v for k, v in masked.items() if k != "n"}}, r"\$\.metrics\.psnr_bg\.n: missing")
+    refused({"psnr_bg": {**masked, "reference_stats_sha256": "xyz"}},
+            r"\$\.metrics\.psnr_bg\.reference_stats_sha256: expected a 64-digit")  # optional, but never garbage
