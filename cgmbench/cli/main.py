@@ -21,8 +21,8 @@ from cgmbench.errors import CgmbenchError
 from cgmbench.run.config import add_run_options, resolve_device, run_config_from_args
 
 #: how long `cgmbench demo` takes on 2 CPU cores (measured: docs/benchmarks.md)
-DEMO_MINUTES = "4 minutes"
-QUICK_SECONDS = "40 seconds"
+DEMO_MINUTES = "4 to 5 minutes"
+QUICK_SECONDS = "35 seconds"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "noise, with a short guidance / truncation / strength sweep per model; score every run with "
                     "95%% intervals, print the leaderboards and write leaderboard.md/.csv, pareto.png (FID vs CLIP "
                     "score over guidance for text-to-image; pareto-<task>.png on each kind's axes), grid.png "
-                    "(labelled samples) and index.html into one folder. Takes about %s on 2 CPU cores "
-                    "(--quick: about %s); a rerun reuses the finished runs. The plan is cgmbench/demo.py's DEMO_PLAN."
+                    "(labelled samples) and index.html into one folder. Takes about %s on a quiet 2-core CPU machine "
+                    "(--quick: about %s; a busy machine takes longer); a rerun reuses the finished runs. The plan is cgmbench/demo.py's DEMO_PLAN."
                     % (DEMO_MINUTES, QUICK_SECONDS))
     demo.add_argument("--quick", action="store_true",
                       help="a smaller N, one knob value per model and fewer models (a smoke run, about %s)"
