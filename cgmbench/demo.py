@@ -40,7 +40,7 @@ from typing import Callable
 
 from cgmbench.errors import CgmbenchError
 
-__all__ = ["DemoEntry", "DEMO_PLAN", "DEMO_N", "QUICK_N", "HEADLINE_TASK", "REFERENCE_MODELS", "DemoPoint",
+__all__ = ["DemoEntry", "DEMO_PLAN", "LEFT_OUT", "DEMO_N", "QUICK_N", "HEADLINE_TASK", "REFERENCE_MODELS", "DemoPoint",
            "demo_points", "run_demo", "DemoResult"]
 
 
@@ -183,9 +183,26 @@ class _Progress:
         self.bar.close()
 
 
-def _warning_key(message: str) -> str:
-    """Warnings that differ only in numbers, paths or the model named count as one (printed once)."""
-    return re.sub(r"\d+(\.\d+)?", "#", re.sub(r"--model \S+|/\S+", "", message.split(";")[0]))
+def record_notes(records: list[dict]) -> list[str]:
+    """One line per distinct caveat of the records: a metric's warnings (``metrics.<m>.warnings``, e.g. an FID
+    from fewer samples than feature dimensions) and metrics left pending (``metrics_pending``, e.g. LPIPS
+    without its backbone), each with the number of runs it applies to. Caveats that differ only in numbers or
+    paths or quoted names count as one; the first is shown, up to its first ``;`` (plus the command that
+    fetches a missing file, when the caveat names one)."""
+    found: dict[str, list] = {}
+    for rec in records:
+        lines = [f"{name}: {w}" for name, entry in (rec.get("metrics") or {}).items() if isinstance(entry, dict)
+                 for w in entry.get("warnings") or []]
+        lines += [f"not computed: {p}" for p in rec.get("metrics_pending") or []]
+        keyed = {}
+        for line in lines:
+            fetch = re.search(r"cgmbench weights fetch [\w:.-]+", line)
+            short = line.split(";")[0] + (f" (get it: {fetch.group(0)})" if fetch and fetch.group(0) not in
+                                          line.split(";")[0] else "")
+            keyed.setdefault(re.sub(r"\d+(\.\d+)?", "#", re.sub(r"/\S+|'[^']*'", "", short)), short)
+        for key, short in keyed.items():
+            found.setdefault(key, [short, 0])[1] += 1
+    return [f"{line} ({count} run(s))" for line, count in found.values()]
 
 
 def run_demo(out: str | Path, quick: bool = False, device: str = "cpu", progress: bool = True,
@@ -198,14 +215,8 @@ def run_demo(out: str | Path, quick: bool = False, device: str = "cpu", progress
     out = Path(out)
     points = demo_points(quick, plan)
     bar = _Progress(len(points), progress, log)
-    warnings: dict[str, tuple[str, int]] = {}
-
-    def run_log(message: str) -> None:
-        if message.startswith("cgmbench: warning"):
-            key = _warning_key(message)
-            first, count = warnings.get(key, (message, 0))
-            warnings[key] = (first, count + 1)
-        elif "scoring" in message:
+    def run_log(message: str) -> None:  # the metrics' warnings are in the records: notes() reads them there
+        if "scoring" in message and not message.startswith("cgmbench: warning"):
             bar.phase("scoring")
         elif message.startswith("computing reference statistics"):
             bar.phase("reference statistics (once per task)")
@@ -227,8 +238,7 @@ def run_demo(out: str | Path, quick: bool = False, device: str = "cpu", progress
             bar.finish(seconds[name], reused)
     finally:
         bar.close()
-    notes = [first.split(";")[0] + f" ({count} run(s))"
-             for first, count in warnings.values()]
+    notes = record_notes([rec for recs in records.values() for _, rec in recs])
     tables, files = write_outputs(out, points, records, quick)
     return DemoResult(out, files, tables, records, seconds, notes)
 
@@ -285,7 +295,8 @@ def write_outputs(out: Path, points: list[DemoPoint], records: dict[str, list], 
                          "caption": caption, "grid": grid})
     md_path, csv_path, page = out / "leaderboard.md", out / "leaderboard.csv", out / "index.html"
     intro = (f"# cgmbench demo{' --quick' if quick else ''}\n\nEvery shipped baseline on its offline shapes task "
-             f"next to `oracle` (held-out real data) and `noise`, N={n} per run, seed 0.\n\n")
+             f"next to `oracle` (held-out real data) and `noise`, N={n} per run, seed 0. Left out: "
+             + "; ".join(f"`{m}` ({why})" for m, why in LEFT_OUT.items()) + ".\n\n")
     atomic_write_bytes(md_path, (intro + "\n".join(markdown) + "\n").encode("utf-8"))
     columns = ["task", "kind"]
     frame = pd.concat(csv_parts, ignore_index=True)
@@ -313,7 +324,8 @@ def render_page(sections: list[dict], n: int, quick: bool) -> str:
                  f"(held-out real data) and noise (uniform pixels); N={n} per run, seed 0. Each metric is shown "
                  "with its 95% bootstrap interval; rows are ranked by the exact judge and rows in one band are not "
                  "distinguishable at 95%. The Pareto figures follow guidance (w), truncation (ψ) or edit strength "
-                 "(s). Files beside this page: leaderboard.md, leaderboard.csv, the figures. Generated "
+                 "(s). Left out: " + "; ".join(f"{m} ({why})" for m, why in LEFT_OUT.items()) + ". Files beside "
+                 "this page: leaderboard.md, leaderboard.csv, the figures. Generated "
                  f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by cgmbench.") + "</p>"]
     for s in sections:
         parts.append(f"<h2 id='{e(s['task'])}'>{e(s['task'])} ({e(s['kind'])})</h2>")

@@ -175,7 +175,7 @@ def cmd_demo(args) -> int:
     result = run_demo(out, quick=args.quick, device=args.device, log=lambda m: print(m, file=sys.stderr))
     print(result.tables)
     for note in result.notes:
-        print(f"note: {note.removeprefix('cgmbench: warning: ')}")
+        print(f"note: {note}")
     print(f"\nwrote into {result.out}:")
     for f in result.files:
         print(f"  {f.name}")

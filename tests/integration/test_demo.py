@@ -88,3 +88,18 @@ def test_demo_quick_writes_leaderboard_plot_grid_and_page(tmp_path, capsys):
     assert "src='pareto.png'" in page and "src='grid.png'" in page
     for task in set(table["task"]):
         assert f"<h2 id='{task}'>" in page
+
+
+def test_record_notes_count_each_caveat_once_per_run():
+    from cgmbench.demo import record_notes
+
+    def rec(n, model):
+        return {"metrics": {"fid": {"value": 1.0, "warnings": [f"only N={n} samples for d=256; use more",
+                                                               f"rank {n - 1} < d"]},
+                            "judge": {"value": 0.5}},
+                "metrics_pending": [f"cycle_error: model {model!r} defines no reverse; see docs"]}
+
+    notes = record_notes([rec(32, "oracle"), rec(32, "noise"), rec(64, "noise"), {"metrics": {}}])
+    assert notes == ["fid: only N=32 samples for d=256 (3 run(s))", "fid: rank 31 < d (3 run(s))",
+                     "not computed: cycle_error: model 'oracle' defines no reverse (3 run(s))"]
+    assert record_notes([{"metrics": {"judge": {"value": 1.0}}}]) == []
