@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "95%% intervals, print the leaderboards and write leaderboard.md/.csv, pareto.png (FID vs CLIP "
                     "score over guidance for text-to-image; pareto-<task>.png on each kind's axes), grid.png "
                     "(labelled samples) and index.html into one folder. Takes about %s on a quiet 2-core CPU machine "
-                    "(--quick: about %s; a busy machine takes longer); a rerun reuses the finished runs. The plan is cgmbench/demo.py's DEMO_PLAN."
+                    "(--quick: about %s; a busy machine takes longer); a rerun reuses the finished runs. The "
+                    "plan is cgmbench/demo.py's DEMO_PLAN."
                     % (DEMO_MINUTES, QUICK_SECONDS))
     demo.add_argument("--quick", action="store_true",
                       help="a smaller N, one knob value per model and fewer models (a smoke run, about %s)"
