@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", allow_abbrev=False,
         help="the offline default benchmark: every shipped baseline on its shapes task, with a guidance sweep",
-        description="Run every shipped baseline on its offline shapes task (six task kinds: class-conditional, "
+        description="Run every shipped baseline (but p2p: too slow) on its offline shapes task (six task kinds: "
+                    "class-conditional, "
                     "text-to-image, paired and unpaired translation, editing, text-to-video) next to oracle and "
                     "noise, with a short guidance / truncation / strength sweep per model; score every run with "
                     "95%% intervals, print the leaderboards and write leaderboard.md/.csv, pareto.png (FID vs CLIP "
