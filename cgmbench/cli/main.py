@@ -20,9 +20,9 @@ from cgmbench.cli.metrics import register as register_metric_commands
 from cgmbench.errors import CgmbenchError
 from cgmbench.run.config import add_run_options, resolve_device, run_config_from_args
 
-DEMO_TASK = "shapes-t2i"
-DEMO_MODELS = ("oracle", "noise")
-DEMO_N = 256
+#: how long `cgmbench demo` takes on 2 CPU cores (measured: docs/benchmarks.md)
+DEMO_MINUTES = "4 to 5 minutes"
+QUICK_SECONDS = "35 seconds"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,11 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--device", default="auto")
 
-    demo = sub.add_parser("demo", allow_abbrev=False,
-                          help=f"the offline default benchmark: {', '.join(DEMO_MODELS)} on {DEMO_TASK}",
-                          description=f"Run {', '.join(DEMO_MODELS)} on {DEMO_TASK} (N={DEMO_N}) and print "
-                                      "the result table.")
-    demo.add_argument("--out", default=None, help="folder for the runs (default: $CGMBENCH_RUNS)")
+    demo = sub.add_parser(
+        "demo", allow_abbrev=False,
+        help="the offline default benchmark: every shipped baseline on its shapes task, with a guidance sweep",
+        description="Run every shipped baseline (but p2p: too slow) on its offline shapes task (six task kinds: "
+                    "class-conditional, "
+                    "text-to-image, paired and unpaired translation, editing, text-to-video) next to oracle and "
+                    "noise, with a short guidance / truncation / strength sweep per model; score every run with "
+                    "95%% intervals, print the leaderboards and write leaderboard.md/.csv, pareto.png (FID vs CLIP "
+                    "score over guidance for text-to-image; pareto-<task>.png on each kind's axes), grid.png "
+                    "(labelled samples) and index.html into one folder. Takes about %s on a quiet 2-core CPU machine "
+                    "(--quick: about %s; a busy machine takes longer); a rerun reuses the finished runs. The "
+                    "plan is cgmbench/demo.py's DEMO_PLAN."
+                    % (DEMO_MINUTES, QUICK_SECONDS))
+    demo.add_argument("--quick", action="store_true",
+                      help="a smaller N, one knob value per model and fewer models (a smoke run, about %s)"
+                           % QUICK_SECONDS)
+    demo.add_argument("--out", default=None, help="output folder (default: $CGMBENCH_RUNS/demo, "
+                                                  "$CGMBENCH_RUNS/demo-quick with --quick)")
+    demo.add_argument("--device", default="auto", help="cpu, cuda[:N], mps or auto (default)")
 
     register_extra_commands(sub)
     register_metric_commands(sub)
@@ -156,33 +170,18 @@ def cmd_info(args) -> int:
 def cmd_demo(args) -> int:
     from pathlib import Path
 
-    import pandas as pd
-
+    from cgmbench.demo import run_demo
     from cgmbench.paths import runs_dir
-    from cgmbench.run.config import RunConfig
-    from cgmbench.run.runner import run
-    from cgmbench.scoring.harness import summary_value
 
-    root = Path(args.out) if args.out else runs_dir() / "demo"
-    rows = []
-    for model in DEMO_MODELS:
-        out = root / f"{DEMO_TASK}-{model}-n{DEMO_N}"
-        rec = run(RunConfig(task=DEMO_TASK, model=model, num_samples=DEMO_N, out=str(out), resume=True),
-                  log=lambda m: None)
-        judge = rec["metrics"]["judge"]
-        row = {"model": model, "n": rec["n"], "judge.overall": summary_value(judge),
-               "ci95": "[{:.3f}, {:.3f}]".format(*judge["overall"]["ci95"])}
-        for attr, v in judge["attributes"].items():
-            row[attr] = v["value"]
-        for name in ("fid", "clip_score"):  # shapes-cnn / shapes-clip features, see docs/metrics.md
-            if name in rec["metrics"]:
-                row[name] = summary_value(rec["metrics"][name])
-        row["sampling_s"] = rec["timings"]["sampling_s"]
-        rows.append(row)
-    table = pd.DataFrame(rows).sort_values("judge.overall", ascending=False)
-    print(f"task {DEMO_TASK}: exact judge scores (higher is better), FID[shapes-cnn] (lower is better), "
-          f"CLIP score[shapes-clip] (higher is better); runs in {root}")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    out = Path(args.out) if args.out else runs_dir() / ("demo-quick" if args.quick else "demo")
+    result = run_demo(out, quick=args.quick, device=args.device, log=lambda m: print(m, file=sys.stderr))
+    print(result.tables)
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"\nwrote into {result.out}:")
+    for f in result.files:
+        print(f"  {f.name}")
+    print(f"open {result.out / 'index.html'} for the tables with the Pareto figures and sample grids")
     return 0
 
 

@@ -268,17 +268,29 @@ def _column_titles(run_dir: Path, k: int) -> list[str]:
 
 def sample_grid(folder: str | Path, out: str | Path, columns: int = 8, rows_per_run: int = 1) -> Path:
     """A labelled grid: the first ``columns * rows_per_run`` samples of each run in ``folder``."""
-    from cgmbench.atomic import atomic_write_bytes
-    from cgmbench.run.samples import SampleStore
-
     folder = Path(folder)
     if not folder.is_dir():
         raise CgmbenchError(f"{folder} is not a folder", "give a run folder (with run.json) or a sweep folder")
+    format_for(out)
+    runs = [(label, d) for label, d, _ in _runs_in(folder)]
+    return labelled_grid(runs, out, columns, rows_per_run,
+                         title=f"{folder.name}: samples (same condition index per column)")
+
+
+def labelled_grid(runs: list[tuple[str, Path]], out: str | Path, columns: int = 8, rows_per_run: int = 1,
+                  title: str = "samples (same condition index per column)") -> Path:
+    """The grid of :func:`sample_grid` for explicit ``(row label, run folder)`` pairs, e.g. one run per model of
+    one task (``cgmbench demo``): row = run, column = condition index (titled with the first run's conditions)."""
+    from cgmbench.atomic import atomic_write_bytes
+    from cgmbench.run.samples import SampleStore
+
     fmt = format_for(out)
-    runs = _runs_in(folder)
+    if not runs:
+        raise CgmbenchError("no run to draw a sample grid of")
     k = columns * rows_per_run
     images = []
-    for label, d, _ in runs:
+    for label, d in runs:
+        d = Path(d)
         store = SampleStore.open(d / "samples")
         have = store.covered()
         m = 0
@@ -292,7 +304,7 @@ def sample_grid(folder: str | Path, out: str | Path, columns: int = 8, rows_per_
 
             arr = frame_strips(arr)
         images.append((label, arr))
-    titles = _column_titles(runs[0][1], k)
+    titles = _column_titles(Path(runs[0][1]), k)
     plt = _plt()
     n_rows = len(images) * rows_per_run
     wide = max(a.shape[-1] / a.shape[-2] for _, a in images)  # frame strips of videos are wide
@@ -310,7 +322,7 @@ def sample_grid(folder: str | Path, out: str | Path, columns: int = 8, rows_per_
                 ax.set_title(titles[j], fontsize=6.5, wrap=True)
             if j % columns == 0:
                 ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
-    fig.suptitle(f"{folder.name}: samples (same condition index per column)", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=100)

@@ -63,6 +63,6 @@ def _run_locked(p, cfg: RunConfig, log, t0: float, started: str) -> dict:
         log(f"{p.out}: regenerated samples differ from the record's samples_sha256; scoring them again")
     timings = {"started_at": started, "sampling_s": round(time.perf_counter() - t_sample, 3),
                "samples_this_session": len(missing), "batch_size": cfg.batch_size}
-    return finish(p, cfg, store, timings, t0)
+    return finish(p, cfg, store, timings, t0, log)
 
 

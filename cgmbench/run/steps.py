@@ -115,14 +115,19 @@ def prepare(cfg: RunConfig, log=None) -> Prepared:
                     {"threads": threads, "threads_from": threads_from})
 
 
-def finish(p: Prepared, cfg: RunConfig, store: SampleStore, timings: dict, t0: float) -> dict:
+def finish(p: Prepared, cfg: RunConfig, store: SampleStore, timings: dict, t0: float, log=None) -> dict:
     """Score the complete sample store and write ``OUT/run.json``.
 
     ``timings`` (sampling figures of this session) gets ``metrics_s``, ``finished_at`` and ``total_s``
-    (seconds since ``t0``)."""
+    (seconds since ``t0``). ``log`` (default: standard error) gets the line saying scoring starts and the
+    metrics' warnings (``cgmbench: warning: ...``, e.g. an FID from fewer samples than feature dimensions)."""
+    from cgmbench.scoring.harness import HarnessOptions
+
+    log = log or (lambda m: print(m, file=sys.stderr))
     source = open_source(p.task, "conditions")
     t_metrics = time.perf_counter()
-    metrics, pending = compute_metrics(p.task, source, store, p.n, model=p.model)
+    log(f"{p.out}: scoring {p.n} samples ({', '.join(p.task.metric_settings.compute)})")
+    metrics, pending = compute_metrics(p.task, source, store, p.n, HarnessOptions(log=log), model=p.model)
     timings["metrics_s"] = round(time.perf_counter() - t_metrics, 3)
     timings["finished_at"] = utc_now()
     timings["total_s"] = round(time.perf_counter() - t0, 3)
@@ -211,7 +216,8 @@ def sample_into(model, task, source, store, missing, cfg, knobs, sample_shape, n
             run_start = i
         prev = i if i is not None else prev
     bar = tqdm(total=n, initial=n - len(missing), desc=f"{task.name}/{cfg.model}", unit="sample",
-               disable=not cfg.progress or not sys.stderr.isatty(), file=sys.stderr)
+               disable=not cfg.progress or not sys.stderr.isatty(), file=sys.stderr,
+               leave=None)  # kept when it is the only bar; cleared beneath an outer one (cgmbench demo)
     allow = bool(getattr(cfg, "allow_nonfinite", False))
     with torch.inference_mode():
         for start, stop in batches:

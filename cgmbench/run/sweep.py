@@ -35,6 +35,8 @@ from cgmbench.run.config import RunConfig
 from cgmbench.paths import runs_dir
 
 SCHEMA = "cgmbench.run.sweep/1"
+#: lines of a point's run log the sweep passes on (the rest: its own "[i/n] ..." lines say it)
+_PASSED_ON = ("cgmbench: warning", "computing reference statistics")
 
 
 def parse_values(text: str, what: str = "value list") -> list[str]:
@@ -240,7 +242,7 @@ def _sweep_locked(cfg, out: Path, task, n: int, points: list[dict], log, before_
         if before_point is not None:
             before_point(point)
         rcfg = cfg.base().with_point(point, out=str(run_dir), num_samples=n)
-        record = run_fn(rcfg, log=lambda m: None)
+        record = run_fn(rcfg, log=lambda m: log(m) if m.startswith(_PASSED_ON) else None)
         entry.update({"status": "complete", "identity_sha256": record.get("identity_sha256"),
                       "samples_sha256": record.get("samples_sha256"), "resolved_knobs": record["model"]["knobs"],
                       "metrics": _summary(record)})

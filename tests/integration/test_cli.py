@@ -66,15 +66,6 @@ def test_run_prints_result_and_writes_record(tmp_path, capsys):
     assert rec["n"] == 32
 
 
-@pytest.mark.slow
-def test_demo_prints_table(tmp_path, capsys):
-    code, out, _ = cli(capsys, "demo", "--out", str(tmp_path))
-    assert code == 0
-    lines = out.splitlines()
-    assert lines[2].split()[0] == "oracle" and lines[3].split()[0] == "noise"
-    assert float(lines[2].split()[2]) == 1.0 and float(lines[3].split()[2]) == 0.0
-
-
 def test_list_and_info(capsys):
     code, out, _ = cli(capsys, "list", "tasks")
     assert code == 0 and "shapes-t2i" in out and "coco-t2i" in out
