@@ -32,6 +32,7 @@ Outputs (all in ``OUT``)
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -230,9 +231,19 @@ def run_demo(out: str | Path, quick: bool = False, device: str = "cpu", progress
             bar.start(name)
             reused = (folder / "run.json").is_file()
             t0 = time.perf_counter()
-            rec = run(RunConfig(task=pt.task, model=pt.model, num_samples=pt.n, seed=0, knobs=dict(pt.knobs),
-                                out=str(folder), resume=True, device=device, progress=progress,
-                                batch_size=BATCH_SIZE, micro_batch=BATCH_SIZE), log=run_log)
+            config = RunConfig(task=pt.task, model=pt.model, num_samples=pt.n, seed=0, knobs=dict(pt.knobs),
+                               out=str(folder), resume=True, device=device, progress=progress,
+                               batch_size=BATCH_SIZE, micro_batch=BATCH_SIZE)
+            try:
+                rec = run(config, log=run_log)
+            except CgmbenchError as error:
+                if "holds a different run" not in str(error):
+                    raise
+                # the demo's own cached run of an older checkpoint or task version: replace it, say so
+                log(f"{folder}: made by another checkpoint or task version; running it again")
+                shutil.rmtree(folder)
+                reused = False
+                rec = run(config, log=run_log)
             seconds[name] = round(time.perf_counter() - t0, 2)
             records.setdefault(pt.task, []).append((folder / "run.json", rec))
             bar.finish(seconds[name], reused)

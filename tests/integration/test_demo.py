@@ -60,6 +60,24 @@ def test_rerun_reuses_finished_runs(tmp_path):
     assert len(lines) == 3 and all("finished earlier, reused" in line for line in lines)
 
 
+def test_rerun_replaces_a_run_of_an_older_checkpoint(tmp_path):
+    import json
+
+    plan = (DemoEntry("shapes-unpaired", "cyclegan"),)
+    first = run_demo(tmp_path, quick=True, progress=False, log=lambda m: None, plan=plan)
+    folder = first.records["shapes-unpaired"][0][0].parent
+    index = folder / "samples" / "index.json"
+    data = json.loads(index.read_text())
+    data["config"]["checkpoint_sha256"] = "0" * 64  # as if an older cgmbench had shipped another file
+    index.write_text(json.dumps(data))
+    lines = []
+    again = run_demo(tmp_path, quick=True, progress=False, log=lines.append, plan=plan)
+    assert any("made by another checkpoint or task version; running it again" in line for line in lines)
+    rec = again.records["shapes-unpaired"][0][1]
+    assert rec["model"]["checkpoint"]["sha256"] != "0" * 64
+    assert json.loads(index.read_text())["config"]["checkpoint_sha256"] == rec["model"]["checkpoint"]["sha256"]
+
+
 def test_demo_quick_writes_leaderboard_plot_grid_and_page(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
