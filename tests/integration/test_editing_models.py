@@ -181,3 +181,30 @@ def test_inpaint_runs_on_photos_inpaint_at_the_task_size():
     assert not torch.equal(out[~keep], cond.images[~keep])  # the hole is filled
     with pytest.raises(CgmbenchError, match="does not accept 'image\\+mask'"):
         load_model("sdedit", task)
+
+
+def test_shipped_concat_inpainter_runs_on_shapes_edit_and_photos_inpaint(shapes_edit):
+    """inpaint:shapes-edit-tiny (17-channel SD-inpainting layout, shipped): fills the hole, keeps the background,
+    at 32x32 on shapes-edit and at 64x64 on photos-inpaint."""
+    from cgmbench.sources.base import open_source
+
+    task, source = shapes_edit
+    model = load_model("inpaint:shapes-edit-tiny", task)
+    assert model.checkpoint.name == "inpaint:shapes-edit-tiny" and model.unet.in_channels == 17
+    assert model.resolution == (32, 32) and "trained_resolution" not in model.checkpoint.extra
+    cond = source.conditions([0, 1])
+    out = model.generate(cond, [1, 2], steps=5)
+    keep = (cond.masks == 0).expand_as(out)
+    assert out.dtype == torch.uint8 and out.shape == (2, 3, 32, 32)
+    assert torch.equal(out[keep], cond.images[keep]) and not torch.equal(out[~keep], cond.images[~keep])
+    assert torch.equal(model.generate(source.conditions([1]), [2], steps=5), out[1:2])  # per sample
+
+    photos = load_task("photos-inpaint")
+    model = load_model("inpaint:shapes-edit-tiny", photos)
+    assert model.resolution == (64, 64)
+    assert model.checkpoint.extra["trained_resolution"] == [32, 32]
+    cond = open_source(photos).conditions([0, 5])
+    out = model.generate(cond, [1, 2], steps=5)
+    keep = (cond.masks == 0).expand_as(out)
+    assert out.shape == (2, 3, 64, 64) and torch.equal(out[keep], cond.images[keep])
+    assert not torch.equal(out[~keep], cond.images[~keep])
