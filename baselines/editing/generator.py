@@ -163,7 +163,7 @@ class SDEditGenerator(_LatentEditor):
     default_name = "sdedit"
     description = ("SDEdit (training-free): noise the source latent to `strength`, denoise with the target prompt "
                    "(ldm; sdedit:sd3-* on SD3 rectified flow)")
-    knobs = _common_knobs(0.4)  # the best edit success of the shapes-edit sweep (docs)
+    knobs = _common_knobs(0.6)  # the best edit success of the shapes-edit strength sweep (docs/baselines.md)
 
     @classmethod
     def variants(cls) -> dict[str, str]:
