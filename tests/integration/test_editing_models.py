@@ -121,15 +121,17 @@ def test_shapes_edit_methods_beat_noise(tmp_path):
     import cgmbench
 
     scores = {}
-    for name in ("noise", "sdedit", "inpaint", "instruct-pix2pix"):
-        rec = cgmbench.run("shapes-edit", name, num_samples=32, out=str(tmp_path / name))
-        scores[name] = {m: rec["metrics"][m]["value"] for m in ("edit_success", "psnr_bg")}
-    for name in ("sdedit", "inpaint", "instruct-pix2pix"):
-        assert scores[name]["psnr_bg"] > scores["noise"]["psnr_bg"] + 10.0
-    # On the five-type task (recolor, swap, add, remove, move) only the latent-blending inpainter clearly edits
-    # (measured N=48: 0.167 [0.063, 0.271]); sdedit 0.021 and ip2p 0.062 have intervals that touch noise's 0 —
-    # issue 15's open gap, so their edit success is not asserted here.
-    assert scores["inpaint"]["edit_success"] > scores["noise"]["edit_success"]
+    methods = ("sdedit", "inpaint", "inpaint:shapes-edit-tiny", "instruct-pix2pix")
+    for name in ("noise",) + methods:
+        rec = cgmbench.run("shapes-edit", name, num_samples=48, out=str(tmp_path / name.replace(":", "_")))
+        scores[name] = {m: rec["metrics"][m] for m in ("edit_success", "psnr_bg")}
+    assert scores["noise"]["edit_success"]["value"] == 0.0
+    for name in methods:  # background preservation: every method far above noise
+        assert scores[name]["psnr_bg"]["value"] > scores["noise"]["psnr_bg"]["value"] + 10.0, name
+    # edit success: both inpainters clear noise's 0 with the whole interval at N=48 (sdedit, ip2p and p2p need
+    # N=256 for that, see docs/baselines.md; too slow for a test)
+    for name in ("inpaint", "inpaint:shapes-edit-tiny"):
+        assert scores[name]["edit_success"]["ci95"][0] > 0.0, (name, scores[name]["edit_success"])
 
 
 def _cli(argv):
