@@ -45,6 +45,7 @@ from baselines.common.text_encoders import ShapesWordEncoder, ShapesWordEncoderC
 from baselines.common.training import TrainLoop
 from baselines.editing.checkpoints import SD_INPAINTING_UNET_CONFIG, inpaint_unet_input, load_sd_inpainting, masked_image
 from baselines.editing.prompts import RULE, edit_prompts
+from baselines.editing.sampling import FULLY_CONVOLUTIONAL_MULTIPLE
 from baselines.ldm.checkpoints import SD1_VAE_CONFIG, split_compvis_checkpoint
 from baselines.ldm.sampling import check_ddim_steps
 from baselines.ldm.unet import UNetModel
@@ -175,8 +176,6 @@ class ConcatInpaintGenerator(Generator):
         """Sample at the task's side when it differs from the trained one and is a multiple of 8 (photos-inpaint:
         64 for the 32x32 tiny model): the autoencoder and the U-Net are convolutional and attention is over
         positions, as for ``inpaint:shapes-t2i-tiny``; recorded as trained/sampled resolution."""
-        from baselines.editing.generator import FULLY_CONVOLUTIONAL_MULTIPLE
-
         side = int(task.resolution)
         if (side, side) != tuple(self.resolution) and side % FULLY_CONVOLUTIONAL_MULTIPLE == 0:
             self.checkpoint.extra.update(trained_resolution=list(self.resolution), sampled_resolution=[side, side])
