@@ -24,14 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from baselines.editing.prompts import RULE, edit_prompts
-from baselines.editing.sampling import edit_ddim
+from baselines.editing.sampling import FULLY_CONVOLUTIONAL_MULTIPLE, edit_ddim
 from cgmbench.errors import CgmbenchError
 from cgmbench.generator import CheckpointInfo, Generator, Knob, to_uint8
 from cgmbench.seeding import torch_generator
 
 DEFAULT_BASE = "shapes-t2i-tiny"
-#: sources whose side is a multiple of this are edited at their own size (KL-f4 latents, one U-Net downsampling)
-FULLY_CONVOLUTIONAL_MULTIPLE = 8
 
 
 def _common_knobs(strength: float) -> tuple[Knob, ...]:
@@ -163,7 +161,7 @@ class SDEditGenerator(_LatentEditor):
     default_name = "sdedit"
     description = ("SDEdit (training-free): noise the source latent to `strength`, denoise with the target prompt "
                    "(ldm; sdedit:sd3-* on SD3 rectified flow)")
-    knobs = _common_knobs(0.4)  # the best edit success of the shapes-edit sweep (docs)
+    knobs = _common_knobs(0.6)  # the best edit success of the shapes-edit strength sweep (docs/baselines.md)
 
     @classmethod
     def variants(cls) -> dict[str, str]:

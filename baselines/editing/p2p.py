@@ -51,7 +51,7 @@ EDIT_MODES = ("auto", "replace", "refine")
 
 def _knobs() -> tuple[Knob, ...]:
     return (
-        Knob("guidance_scale", 3.0, "classifier-free guidance w of both branches, the empty prompt as the "
+        Knob("guidance_scale", 2.0, "classifier-free guidance w of both branches, the empty prompt as the "
              "unconditional input: e_u + w (e_c - e_u); 1 = none", minimum=0.0, maximum=50.0),
         Knob("steps", 25, "DDIM steps of the inversion and of the edit (CompVis uniform discretisation)", kind="int",
              minimum=1, maximum=1000),

@@ -35,6 +35,10 @@ import torch
 from cgmbench.diffusion import DDIMSampler, PerSampleNoise, per_sample_noise
 from cgmbench.diffusion.noise import draw_noise
 
+#: sources whose side is a multiple of this are edited at their own size by the latent editors and the tiny
+#: inpainter (KL-f4 latents, one U-Net downsampling; convolutions, attention over positions)
+FULLY_CONVOLUTIONAL_MULTIPLE = 8
+
 
 def strength_steps(num_steps: int, strength: float) -> int:
     """How many DDIM steps run at ``strength`` (diffusers: ``min(int(N * strength), N)``)."""

@@ -25,6 +25,8 @@ as runwayml trained sd-v1-5-inpainting from SD 1.5: the U-Net's first convolutio
 input channels; the autoencoder is the base's, frozen and not stored again (the file records its sha256). Data: the
 shapes-edit *train* split (all five edit types): the true target, its edit mask (a quarter of the items a random
 square hole instead, photos-inpaint style) and the rule's target prompt, 10 % of prompts dropped for guidance.
+On ``photos-inpaint`` (64x64) it samples at 64x64 (convolutional; recorded as ``trained_resolution`` /
+``sampled_resolution``), as the latent-blending inpainter does.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from baselines.common.text_encoders import ShapesWordEncoder, ShapesWordEncoderC
 from baselines.common.training import TrainLoop
 from baselines.editing.checkpoints import SD_INPAINTING_UNET_CONFIG, inpaint_unet_input, load_sd_inpainting, masked_image
 from baselines.editing.prompts import RULE, edit_prompts
+from baselines.editing.sampling import FULLY_CONVOLUTIONAL_MULTIPLE
 from baselines.ldm.checkpoints import SD1_VAE_CONFIG, split_compvis_checkpoint
 from baselines.ldm.sampling import check_ddim_steps
 from baselines.ldm.unet import UNetModel
@@ -131,12 +134,13 @@ class ConcatInpaintGenerator(Generator):
                 raise CgmbenchError(f"checkpoint {path} does not exist")
             info = CheckpointInfo(path.stem, sha256_file(path), str(path), "file")
             if path.suffix == ".safetensors" and _is_cgmbench_file(path):
-                return cls.from_shipped_file(path, info, device)
+                return cls.from_shipped_file(path, info, device)._at_task_size(task)
             return cls.from_official(path, info=info, device=device)
         if variant in SHIPPED:
             path, digest = shipped(SHIPPED[variant])
-            return cls.from_shipped_file(path, CheckpointInfo(f"inpaint:{variant}", digest, str(path), "shipped"),
-                                         device)
+            model = cls.from_shipped_file(path, CheckpointInfo(f"inpaint:{variant}", digest, str(path), "shipped"),
+                                          device)
+            return model._at_task_size(task)
         if variant in OFFICIAL:
             spec = OFFICIAL[variant]
             path, digest = resolve(spec["weights"])
@@ -167,6 +171,16 @@ class ConcatInpaintGenerator(Generator):
                               extra={"base": "ldm:shapes-t2i-tiny", "base_sha256": base_sha})
         return cls(unet, base.vae, text, scale_factor=base.scale_factor, alphas_cumprod=base.alphas_cumprod,
                    resolution=config["resolution"], defaults=config["defaults"], checkpoint=info, device=device)
+
+    def _at_task_size(self, task) -> "ConcatInpaintGenerator":
+        """Sample at the task's side when it differs from the trained one and is a multiple of 8 (photos-inpaint:
+        64 for the 32x32 tiny model): the autoencoder and the U-Net are convolutional and attention is over
+        positions, as for ``inpaint:shapes-t2i-tiny``; recorded as trained/sampled resolution."""
+        side = int(task.resolution)
+        if (side, side) != tuple(self.resolution) and side % FULLY_CONVOLUTIONAL_MULTIPLE == 0:
+            self.checkpoint.extra.update(trained_resolution=list(self.resolution), sampled_resolution=[side, side])
+            self.resolution = (side, side)
+        return self
 
     @classmethod
     def from_official(cls, path, *, info: CheckpointInfo | None = None, device="cpu",

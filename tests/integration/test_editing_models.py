@@ -121,15 +121,17 @@ def test_shapes_edit_methods_beat_noise(tmp_path):
     import cgmbench
 
     scores = {}
-    for name in ("noise", "sdedit", "inpaint", "instruct-pix2pix"):
-        rec = cgmbench.run("shapes-edit", name, num_samples=32, out=str(tmp_path / name))
-        scores[name] = {m: rec["metrics"][m]["value"] for m in ("edit_success", "psnr_bg")}
-    for name in ("sdedit", "inpaint", "instruct-pix2pix"):
-        assert scores[name]["psnr_bg"] > scores["noise"]["psnr_bg"] + 10.0
-    # On the five-type task (recolor, swap, add, remove, move) only the latent-blending inpainter clearly edits
-    # (measured N=48: 0.167 [0.063, 0.271]); sdedit 0.021 and ip2p 0.062 have intervals that touch noise's 0 —
-    # issue 15's open gap, so their edit success is not asserted here.
-    assert scores["inpaint"]["edit_success"] > scores["noise"]["edit_success"]
+    methods = ("sdedit", "inpaint", "inpaint:shapes-edit-tiny", "instruct-pix2pix")
+    for name in ("noise",) + methods:
+        rec = cgmbench.run("shapes-edit", name, num_samples=48, out=str(tmp_path / name.replace(":", "_")))
+        scores[name] = {m: rec["metrics"][m] for m in ("edit_success", "psnr_bg")}
+    assert scores["noise"]["edit_success"]["value"] == 0.0
+    for name in methods:  # background preservation: every method far above noise
+        assert scores[name]["psnr_bg"]["value"] > scores["noise"]["psnr_bg"]["value"] + 10.0, name
+    # edit success: both inpainters clear noise's 0 with the whole interval already at N=48; sdedit, ip2p and p2p
+    # edit 2-5 % of the items and need N=256 for that (docs/baselines.md), too slow for a test
+    for name in ("inpaint", "inpaint:shapes-edit-tiny"):
+        assert scores[name]["edit_success"]["ci95"][0] > 0.0, (name, scores[name]["edit_success"])
 
 
 def _cli(argv):
@@ -181,3 +183,30 @@ def test_inpaint_runs_on_photos_inpaint_at_the_task_size():
     assert not torch.equal(out[~keep], cond.images[~keep])  # the hole is filled
     with pytest.raises(CgmbenchError, match="does not accept 'image\\+mask'"):
         load_model("sdedit", task)
+
+
+def test_shipped_concat_inpainter_runs_on_shapes_edit_and_photos_inpaint(shapes_edit):
+    """inpaint:shapes-edit-tiny (17-channel SD-inpainting layout, shipped): fills the hole, keeps the background,
+    at 32x32 on shapes-edit and at 64x64 on photos-inpaint."""
+    from cgmbench.sources.base import open_source
+
+    task, source = shapes_edit
+    model = load_model("inpaint:shapes-edit-tiny", task)
+    assert model.checkpoint.name == "inpaint:shapes-edit-tiny" and model.unet.in_channels == 17
+    assert model.resolution == (32, 32) and "trained_resolution" not in model.checkpoint.extra
+    cond = source.conditions([0, 1])
+    out = model.generate(cond, [1, 2], steps=5)
+    keep = (cond.masks == 0).expand_as(out)
+    assert out.dtype == torch.uint8 and out.shape == (2, 3, 32, 32)
+    assert torch.equal(out[keep], cond.images[keep]) and not torch.equal(out[~keep], cond.images[~keep])
+    assert torch.equal(model.generate(source.conditions([1]), [2], steps=5), out[1:2])  # per sample
+
+    photos = load_task("photos-inpaint")
+    model = load_model("inpaint:shapes-edit-tiny", photos)
+    assert model.resolution == (64, 64)
+    assert model.checkpoint.extra["trained_resolution"] == [32, 32]
+    cond = open_source(photos).conditions([0, 5])
+    out = model.generate(cond, [1, 2], steps=5)
+    keep = (cond.masks == 0).expand_as(out)
+    assert out.shape == (2, 3, 64, 64) and torch.equal(out[keep], cond.images[keep])
+    assert not torch.equal(out[~keep], cond.images[~keep])
