@@ -41,7 +41,8 @@ SHIPPED_BASELINES: dict[str, tuple[str, ...]] = {
     "shapes-t2i": ("ldm", "sd3", "stackgan", "attngan", "parti"),
     "shapes-paired": ("pix2pix",),
     "shapes-unpaired": ("cyclegan",),
-    "shapes-edit": ("sdedit", "inpaint", "instruct-pix2pix", "p2p"),
+    "shapes-edit": ("sdedit", "sdedit:sd3-shapes-t2i-tiny", "inpaint", "inpaint:shapes-edit-tiny", "instruct-pix2pix",
+                    "p2p"),
     "shapes-t2v": ("latte",),
     "digits-cc": ("dit",),
 }
@@ -130,7 +131,7 @@ def regenerate(tasks: list[str] | None = None, models: list[str] | None = None, 
             kept: set[Path] = set()
             for model in wanted:
                 t0 = time.perf_counter()
-                dest = board / RECORDS / f"{model}.json"
+                dest = board / RECORDS / f"{model.replace(':', '--')}.json"  # a variant's colon is not file-safe
                 kept.add(dest)
                 out, _ = run_shipped(task.name, model, n, seed=seed, batch_size=batch_size, device=device,
                                      work=work, log=log)
