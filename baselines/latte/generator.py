@@ -77,9 +77,9 @@ class LatteVariant:
 VARIANTS: dict[str, LatteVariant] = {
     "ucf101": LatteVariant("ucf101", "Latte-XL/2 UCF-101 256x256, 16 frames, 101 classes (official EMA weights; "
                            "250 DDPM steps, cfg 7.0)", "latte:ucf101", task="ucf101-cc", release="ucf101"),
-    "shapes-t2v-tiny": LatteVariant("shapes-t2v-tiny", "tiny pixel-space Latte (8 frames of 32x32, patch 8, 192 wide, "
-                                    "eps prediction) with the frozen shapes word encoder, trained on shapes-t2v by "
-                                    "cgmbench (shipped)",
+    "shapes-t2v-tiny": LatteVariant("shapes-t2v-tiny", "tiny pixel-space Latte (8 frames of 32x32, patch 8, x0 "
+                                    "prediction) with the shapes word encoder, trained on shapes-t2v by cgmbench "
+                                    "(shipped)",
                                     "latte-shapes-t2v-tiny.safetensors", shipped=True, task="shapes-t2v"),
 }
 

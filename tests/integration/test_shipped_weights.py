@@ -24,4 +24,4 @@ def test_sha256sums_cards_and_size_budget():
         assert shipped(name)[1] == digest
         with safe_open(str(folder / name), "pt") as f:  # a plain tensor file, no pickle
             assert len(list(f.keys())) > 0
-    assert total <= 60 * 1024 * 1024, f"shipped weights take {total / 2**20:.1f} MiB, over the 60 MB budget"
+    assert total <= 30 * 1024 * 1024, f"shipped weights take {total / 2**20:.1f} MiB, over the 30 MB budget"
