@@ -34,8 +34,8 @@ did not sample better, though: patch 8 width 192 (600 steps) and patch 4 width 9
 steps of batch 8, 1,226 s wall) both left patch-wise residual noise at w = 1 and 4 (the latter at 64 samples:
 stand-in FVD 30246 [28642, 31544], judge and motion accuracy 0), worse than this recipe's colour blocks (FVD
 3771). Sampling that file from a training video noised to t = 102 (50 DDPM steps) still ends with residual noise
-of std 0.16 (MSE 0.024; from t = 999: 0.47): its low-t denoising is what falls short. What an eps model needs here (more steps than a loaded CPU gives in 45 minutes, by DiT tiny's 3,000-6,000
-steps of batch 32) is open.
+of std 0.16 (MSE 0.024; from t = 999: 0.47): its low-t denoising is what falls short. What an eps model needs
+here (more steps than a loaded CPU gives in 45 minutes, by DiT tiny's 3,000-6,000 steps of batch 32) is open.
 
 Writes ``OUT/latte-<task>-<config>.safetensors`` (EMA weights, float16, configuration in the metadata) and its
 ``.json`` card, plus the resumable ``OUT/latte.state.pt`` and ``OUT/loss.csv``.
