@@ -40,8 +40,8 @@ from baselines.common.shipped import _is_cgmbench_file, read_shipped
 from baselines.common.text_encoders import ShapesWordEncoder, check_prompts
 from baselines.latte.checkpoints import check_state_dict, load_latte_checkpoint
 from baselines.latte.models import Latte, latte_from_release
-from baselines.latte.sampling import _VideoStepNoise, build_latte, latte_eps_model, video_noise
-from cgmbench.diffusion import cfg_model, create_diffusion
+from baselines.latte.sampling import _VideoStepNoise, build_latte, latte_diffusion, latte_eps_model, video_noise
+from cgmbench.diffusion import cfg_model
 from cgmbench.errors import CgmbenchError
 from cgmbench.generator import CheckpointInfo, Generator, Knob, to_uint8
 from cgmbench.seeding import torch_generator
@@ -77,8 +77,9 @@ class LatteVariant:
 VARIANTS: dict[str, LatteVariant] = {
     "ucf101": LatteVariant("ucf101", "Latte-XL/2 UCF-101 256x256, 16 frames, 101 classes (official EMA weights; "
                            "250 DDPM steps, cfg 7.0)", "latte:ucf101", task="ucf101-cc", release="ucf101"),
-    "shapes-t2v-tiny": LatteVariant("shapes-t2v-tiny", "tiny pixel-space Latte (8 frames of 32x32, patch 4) with the "
-                                    "shapes word encoder, trained on shapes-t2v by cgmbench (shipped)",
+    "shapes-t2v-tiny": LatteVariant("shapes-t2v-tiny", "tiny pixel-space Latte (8 frames of 32x32, patch 8, x0 "
+                                    "prediction) with the shapes word encoder, trained on shapes-t2v by cgmbench "
+                                    "(shipped)",
                                     "latte-shapes-t2v-tiny.safetensors", shipped=True, task="shapes-t2v"),
 }
 
@@ -247,7 +248,8 @@ class LatteGenerator(Generator):
 
     def _diffusion(self, steps: int):
         if steps not in self._diffusions:
-            self._diffusions[steps] = create_diffusion(str(steps), predict_xstart=self.predict_xstart)
+            self._diffusions[steps] = latte_diffusion("x0" if self.predict_xstart else "eps", self.model.learn_sigma,
+                                                      str(steps))
         return self._diffusions[steps]
 
     def _condition_kwargs(self, conditions, n: int) -> tuple[dict, dict]:

@@ -10,9 +10,10 @@ import torch
 
 from baselines.common.text_encoders import ShapesWordEncoder, ShapesWordEncoderConfig
 from baselines.latte.models import Latte
-from cgmbench.diffusion import PerSampleNoise, per_sample_noise
+from cgmbench.diffusion import PerSampleNoise, create_diffusion, per_sample_noise
+from cgmbench.errors import CgmbenchError
 
-__all__ = ["build_latte", "video_noise", "latte_eps_model"]
+__all__ = ["build_latte", "latte_diffusion", "video_noise", "latte_eps_model"]
 
 
 def build_latte(config: dict) -> tuple[Latte, ShapesWordEncoder | None]:
@@ -22,6 +23,16 @@ def build_latte(config: dict) -> tuple[Latte, ShapesWordEncoder | None]:
     if config.get("text_encoder") is not None:
         text = ShapesWordEncoder(ShapesWordEncoderConfig(**config["text_encoder"]))
     return model, text
+
+
+def latte_diffusion(prediction: str = "eps", learn_sigma: bool = True, timestep_respacing: str = ""):
+    """The one diffusion of a Latte, for training (``timestep_respacing=""``: all 1000 steps) and sampling
+    (``"50"``, ``"ddim50"``, ...): 1000 linear-beta steps; the network's first ``C`` output channels are the
+    ``prediction`` (``"eps"``, the official Latte, or ``"x0"``); with ``learn_sigma`` the other ``C`` are the
+    learned-range variance (DiT/Latte), else the variance is the fixed large one."""
+    if prediction not in ("eps", "x0"):
+        raise CgmbenchError(f"unknown Latte prediction {prediction!r}", "a Latte predicts 'eps' or 'x0'")
+    return create_diffusion(timestep_respacing, predict_xstart=prediction == "x0", learn_sigma=bool(learn_sigma))
 
 
 def video_noise(generators: Sequence[torch.Generator], frames: int, channels: int, side: int,

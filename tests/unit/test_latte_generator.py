@@ -162,3 +162,54 @@ def test_text_reaches_the_samples_and_guidance_changes_them(tmp_path):
     w1 = gen.generate(prompt, [5], guidance_scale=1.0)
     w4 = gen.generate(prompt, [5], guidance_scale=4.0)
     assert not torch.equal(w1, w4)  # guidance is applied: the unconditional pass is not the conditional one
+
+
+class _OracleLatte(torch.nn.Module):
+    """Stands in for the network: returns, for the true videos ``x0`` (N, F, C, h, w), exactly the training
+    target of ``diffusion`` (the recipe's, 1000 steps) at the timestep the network receives, and 0 for the
+    learned-variance channels."""
+
+    def __init__(self, like: Latte, x0: torch.Tensor, diffusion):
+        super().__init__()
+        self.in_channels, self.num_frames, self.extras = like.in_channels, like.num_frames, like.extras
+        self.x_embedder, self.learn_sigma, self.num_classes = like.x_embedder, like.learn_sigma, like.num_classes
+        self.x0, self.diffusion = x0, diffusion
+
+    def forward(self, x, t, **kwargs):  # x (N', F, C, h, w) noisy, t: the original timesteps
+        x0 = self.x0.repeat(len(x) // len(self.x0), 1, 1, 1, 1).to(x)
+        ab = torch.from_numpy(self.diffusion.alphas_cumprod).float()[t].view(-1, 1, 1, 1, 1)
+        eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+        target = x0 if self.diffusion.model_mean_type == "start_x" else eps
+        return torch.cat([target, torch.zeros_like(target)], dim=2) if self.learn_sigma else target
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_sampler_inverts_the_training_parametrisation(tmp_path, prediction, sampler):
+    """Regression (issue 16): an oracle returning the exact training target -- checked to give zero training
+    loss -- must make the generator's sampler reproduce the training videos, through the saved configuration,
+    the (N, C, F, h, w) layout, respacing to 6 steps and guidance. A mismatch of target, timesteps, channel
+    split or frame order between the recipe and the sampler breaks this."""
+    from baselines.latte.sampling import latte_diffusion
+
+    config = dict(CONFIG, prediction=prediction)
+    model, text = build_latte(config)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"text_encoder.{k}": v for k, v in text.state_dict().items()})
+    path = save_shipped(tmp_path / "latte-oracle.safetensors", tensors, config, {"command": "test"})
+    gen = LatteGenerator.from_cgmbench_file(path, CheckpointInfo("t", "0", str(path), "test"))
+    videos = torch.randint(0, 256, (2, 4, 3, 16, 16), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    x0 = videos.float() / 127.5 - 1.0  # the recipe's scaling, (N, F, C, h, w)
+    train = latte_diffusion(prediction, config["latte"]["learn_sigma"])
+    oracle = _OracleLatte(gen.model, x0, train)
+    t = torch.tensor([0, 999])
+    loss = train.training_losses(latte_eps_model(oracle), x0.transpose(1, 2), t)["mse"]
+    assert loss.max() < 1e-8  # the oracle is the recipe's regression target
+    gen.model = oracle
+    prompts = ["a red circle moving left", "a blue square moving up"]
+    out = gen.generate(_cond("text->video", texts=prompts), [1, 2], steps=6, sampler=sampler, guidance_scale=3.0)
+    assert (out.int() - videos.int()).abs().max() <= 1  # the uint8 rounding of float32 arithmetic at most
+    # the other parametrisation's sampler would not reproduce them
+    gen.predict_xstart, gen._diffusions = prediction != "x0", {}
+    wrong = gen.generate(_cond("text->video", texts=prompts), [1, 2], steps=6, sampler=sampler, guidance_scale=3.0)
+    assert (wrong.int() - videos.int()).abs().float().mean() > 10
