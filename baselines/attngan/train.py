@@ -43,14 +43,19 @@ from cgmbench.seeding import derive_seed, torch_generator
 __all__ = ["ATTNGAN_TINY_CONFIGS", "train_attngan", "pretrain_damsm"]
 
 ATTNGAN_TINY_CONFIGS = {
+    # Measured on shapes-t2i (judge overall; noise 0.000). The first recipe (GF_DIM 4, lr 2e-4 for D, KL 1, no EMA,
+    # 1,000 steps) shipped at judge 0.000, FID 13605: the 128x128 discriminator wins outright (d_fake 0.001-0.005)
+    # and the samples stay coloured textures, also at 6,000 steps with EMA. This recipe: GF_DIM 8, lr_D 5e-5,
+    # KL 0.2, EMA 0.999, DAMSM 600 steps, 5,000 GAN steps -> 0.023 [0.008, 0.043], FID 1902 at N = 256.
     "tiny": dict(
         words_num=16,
-        g=dict(branch_num=2, gf_dim=4, z_dim=32, condition_dim=32, r_num=1, embedding_dim=64),
+        g=dict(branch_num=2, gf_dim=8, z_dim=32, condition_dim=32, r_num=1, embedding_dim=64),
         text_encoder=dict(ninput=32, nhidden=64, drop_prob=0.3),
         image_encoder=dict(nef=64, width=32),
         d=dict(df_dim=8),
-        damsm=dict(steps=300, batch_size=48, lr=2e-3),
-        train=dict(items=10000, batch_size=16, steps=1000, lr_g=2e-4, lr_d=2e-4, kl_coeff=1.0, damsm_lambda=5.0),
+        damsm=dict(steps=600, batch_size=48, lr=2e-3),
+        train=dict(items=10000, batch_size=16, steps=5000, lr_g=2e-4, lr_d=5e-5, kl_coeff=0.2, damsm_lambda=5.0,
+                   ema_decay=0.999),
     ),
 }
 
@@ -146,7 +151,8 @@ def train_attngan(task, config: str = "tiny", out=None, resume: bool = False, st
     caps, lens, _ = encode_captions(texts, wordtoix, words_num)
     log(f"[attngan] {n} items; G {sum(p.numel() for p in net_g.parameters()):,} params, "
         f"D {sum(p.numel() for m in d_nets.values() for p in m.parameters()):,}")
-    loop = GANTrainLoop("attngan", out, {"netG": net_g}, d_nets, lr_g=tc["lr_g"], lr_d=tc["lr_d"], seed=seed, log=log)
+    loop = GANTrainLoop("attngan", out, {"netG": net_g}, d_nets, lr_g=tc["lr_g"], lr_d=tc["lr_d"], seed=seed,
+                        ema_decay=tc.get("ema_decay", 0.0), log=log)
     if resume:
         loop.resume()
     bs, batch = tc["batch_size"], {}

@@ -63,7 +63,8 @@ def test_run_records_the_protocol_and_its_deviations(tmp_path, monkeypatch):
     assert fid["fid_protocol"]["name"] == "dfgan" and fid["fid_protocol"]["reference_augmentation"] == "hflip"
     assert fid["comparable"] is True and fid["deviations"] == {} and fid["n_reference"] == 24
     kid = cgmbench.run(task, "stackgan", out=tmp_path / "b", **kwargs)["metrics"]
-    assert kid["fid"]["deviations"] == {"truncation": {"protocol": 0.88, "used": 0.0}}
+    # the shipped StackGAN samples at its own default truncation 1.0, not the protocol's 0.88
+    assert kid["fid"]["deviations"] == {"truncation": {"protocol": 0.88, "used": 1.0}}
     assert kid["fid"]["comparable"] is False
     assert kid["kid"]["n_reference"] == 12  # only FID uses the protocol's augmented reference
     other = _task(tmp_path, protocol="clean")
