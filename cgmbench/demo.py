@@ -211,6 +211,7 @@ def run_demo(out: str | Path, quick: bool = False, device: str = "cpu", progress
     """Run the demo's plan into ``out`` (reusing finished runs), write its tables, figures and page there."""
     from cgmbench.run.config import RunConfig
     from cgmbench.run.runner import run
+    from cgmbench.run.steps import DifferentRun
 
     log = log or (lambda m: print(m, file=sys.stderr))
     out = Path(out)
@@ -236,9 +237,7 @@ def run_demo(out: str | Path, quick: bool = False, device: str = "cpu", progress
                                batch_size=BATCH_SIZE, micro_batch=BATCH_SIZE)
             try:
                 rec = run(config, log=run_log)
-            except CgmbenchError as error:
-                if "holds a different run" not in str(error):
-                    raise
+            except DifferentRun:
                 # the demo's own cached run of an older checkpoint or task version: replace it, say so
                 log(f"{folder}: made by another checkpoint or task version; running it again")
                 shutil.rmtree(folder)

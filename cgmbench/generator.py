@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+from pathlib import Path
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
@@ -120,7 +121,13 @@ class CheckpointInfo:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        d = {"name": self.name, "sha256": self.sha256, "path": self.path, "source": self.source}
+        """The record's ``model.checkpoint``. A shipped file is named by its place in the package
+        (``cgmbench/shipped/<file>``), not by the folder cgmbench is installed in, so that the same run made on
+        two machines has the same record (and ``identity_sha256``)."""
+        path = self.path
+        if self.source == "shipped" and path:
+            path = f"cgmbench/shipped/{Path(path).name}"
+        d = {"name": self.name, "sha256": self.sha256, "path": path, "source": self.source}
         d.update(self.extra)
         return d
 

@@ -154,6 +154,11 @@ def finish(p: Prepared, cfg: RunConfig, store: SampleStore, timings: dict, t0: f
     return record
 
 
+class DifferentRun(CgmbenchError):
+    """``--resume`` into a folder whose samples were made with another configuration (task, model, checkpoint,
+    knobs, N, seed)."""
+
+
 def open_store(out: Path, config: dict, resume: bool, sample_shape) -> SampleStore:
     """Open (``resume``) or create the sample store of ``out``; call while holding ``out``'s lock
     (:func:`cgmbench.run.lock.folder_lock`). Leftovers of interrupted atomic writes are removed first, and a
@@ -179,7 +184,7 @@ def open_store(out: Path, config: dict, resume: bool, sample_shape) -> SampleSto
         store = SampleStore.open(root)
         if store.config != config:
             diff = sorted(k for k in set(config) | set(store.config) if config.get(k) != store.config.get(k))
-            raise CgmbenchError(f"output folder {out} holds a different run (differs in: {', '.join(diff)})",
+            raise DifferentRun(f"output folder {out} holds a different run (differs in: {', '.join(diff)})",
                                 "--resume continues only the same task, model, knobs, N and seed; "
                                 "choose another --out")
         # every shard is verified on resume, also of a complete run; damaged or missing ones are unlisted and

@@ -45,7 +45,7 @@ from cgmbench.metrics.fvd import (
 )
 
 __all__ = ["VIDEO_METRICS", "VIDEO_EXTRACTOR_WEIGHTS", "shapes_fvd_protocol", "task_fvd_protocol",
-           "fvd_extractor_name", "load_video_extractor", "fvd_entry",
+           "fvd_protocol_name", "fvd_extractor_name", "load_video_extractor", "fvd_entry",
            "video_entries", "real_video_lengths", "real_video"]
 
 VIDEO_METRICS = ("fvd", "clip_frame_consistency", "first_frame_consistency", "temporal_flickering",
@@ -78,16 +78,11 @@ def _reference_size(task) -> int:
 def task_fvd_protocol(task, n: int) -> tuple[FVDProtocol, dict]:
     """``(protocol, deviations)`` for ``n`` generated videos: the named protocol, its fake count lowered to ``n``
     (recorded as a deviation) when the run has fewer samples."""
-    name = task.metrics.get("fvd_protocol")
-    if name is None:
-        if task.metric_settings.extractor.startswith("shapes-"):
-            frames = int(task.frames or 0)
-            if frames < 2:
-                raise CgmbenchError(f"FVD needs videos; task {task.name} has no frame count")
-            return shapes_fvd_protocol(frames, _reference_size(task), n), {}
-        name = "styleganv_fvd2048_16f"
+    name = fvd_protocol_name(task)
     protocol = get_fvd_protocol(name) if name in PROTOCOLS else None
     if protocol is None and name.startswith("shapes_fvd_"):
+        if int(task.frames or 0) < 2:
+            raise CgmbenchError(f"FVD needs videos; task {task.name} has no frame count")
         protocol = shapes_fvd_protocol(int(task.frames), _reference_size(task), n)
     if protocol is None:
         raise CgmbenchError(f"unknown FVD protocol {name!r}", f"known: {', '.join(sorted(PROTOCOLS))}, shapes_fvd_<T>f")
@@ -103,16 +98,22 @@ VIDEO_EXTRACTOR_WEIGHTS = {"i3d_tfhub_ts": "i3d-styleganv", "i3d_pt400": "i3d-pt
                            "videomae_v2_g_ssv2": "videomae-v2-g-ssv2"}
 
 
-def fvd_extractor_name(task) -> str:
-    """The clip feature network of the task's FVD protocol (as :func:`task_fvd_protocol` chooses it), without
-    reading any data: what the preflight checks before a run."""
+def fvd_protocol_name(task) -> str:
+    """The name of the task's FVD protocol: ``[metrics] fvd_protocol``, else ``shapes_fvd_<T>f`` for tasks scored with
+    a ``shapes-*`` extractor and ``styleganv_fvd2048_16f`` otherwise."""
     name = task.metrics.get("fvd_protocol")
-    if name is None:
-        return "shapes-cnn-video" if task.metric_settings.extractor.startswith("shapes-") else \
-            PROTOCOLS["styleganv_fvd2048_16f"].extractor
-    if name in PROTOCOLS:
-        return PROTOCOLS[name].extractor
-    return "shapes-cnn-video"  # shapes_fvd_<T>f (an unknown name fails when the run scores, naming the protocols)
+    if name is not None:
+        return str(name)
+    if task.metric_settings.extractor.startswith("shapes-"):
+        return f"shapes_fvd_{int(task.frames or 0)}f"
+    return "styleganv_fvd2048_16f"
+
+
+def fvd_extractor_name(task) -> str:
+    """The clip feature network of the task's FVD protocol, without reading any data: what the preflight checks
+    before a run (an unknown protocol name fails when the run scores, naming the protocols)."""
+    name = fvd_protocol_name(task)
+    return PROTOCOLS[name].extractor if name in PROTOCOLS else "shapes-cnn-video"
 
 
 def load_video_extractor(name: str, device: str = "cpu"):

@@ -43,6 +43,8 @@ def test_shipped_stackgan_beats_noise_on_judge_and_fid(tmp_path):
     rec = cgmbench.run("shapes-t2i", "stackgan", num_samples=128, out=str(tmp_path / "stackgan"))
     noise = cgmbench.run("shapes-t2i", "noise", num_samples=128, out=str(tmp_path / "noise"))
     assert rec["model"]["knobs"] == {"truncation": 1.0, "ca_noise": "on"}
+    # a shipped file is recorded by its place in the package, not the install folder: identities are portable
+    assert rec["model"]["checkpoint"]["path"] == "cgmbench/shipped/stackgan-shapes-t2i-tiny.safetensors"
     # measured at 256 samples: judge 0.121 [0.082, 0.160] vs noise 0.000, FID[shapes-cnn] 1513 vs 33965; at 128
     # samples the judge interval still excludes noise's value
     assert rec["metrics"]["judge"]["overall"]["ci95"][0] > noise["metrics"]["judge"]["overall"]["value"]
